@@ -1,0 +1,9 @@
+"""App config for access: applications, whitelists, API keys, rate limits."""
+
+from django.apps import AppConfig
+
+
+class AccessConfig(AppConfig):
+    name = "access"
+    verbose_name = "Access"
+    default_auto_field = "django.db.models.BigAutoField"

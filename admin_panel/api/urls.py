@@ -1,0 +1,3 @@
+"""The admin REST API (SPEC §7), mounted under /admin/ on both ports."""
+
+urlpatterns: list = []

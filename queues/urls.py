@@ -1,0 +1,3 @@
+"""GET /api/v1/tasks/<task_id>."""
+
+urlpatterns: list = []

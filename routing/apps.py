@@ -1,0 +1,9 @@
+"""App config for routing: services, versions, the compiled snapshot and the proxy."""
+
+from django.apps import AppConfig
+
+
+class RoutingConfig(AppConfig):
+    name = "routing"
+    verbose_name = "Routing"
+    default_auto_field = "django.db.models.BigAutoField"
