@@ -1,0 +1,44 @@
+"""The per-request state the pipeline steps read and fill in (SPEC §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.http import HttpRequest
+
+from routing.snapshot import CompiledApplication, CompiledEntry, CompiledKey, CompiledRoute, CompiledVersion, Snapshot
+
+
+@dataclass(slots=True)
+class RateDecision:
+    """The rate-limit outcome for this request, rendered as RateLimit-* headers."""
+
+    limit: int
+    remaining: int
+    reset_s: int
+    allowed: bool
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the pipeline knows about one request, filled in step by step."""
+
+    request: HttpRequest
+    snapshot: Snapshot
+    started_at: float  # time.perf_counter() at arrival
+    request_id: str = ""
+    path: str = ""  # percent-decoded, checked safe (§4.2)
+    raw_path: str = ""  # as received, for forwarding unchanged
+    client_ip: str = ""
+    route: CompiledRoute | None = None
+    rest_path: str = ""  # raw path after route_prefix
+    pinned_version: str | None = None  # from X-Service-Version
+    version: CompiledVersion | None = None  # resolved target (default_url as version "default")
+    api_key: CompiledKey | None = None  # a verified, valid key, when one was sent
+    application: CompiledApplication | None = None  # the caller's application (from the key)
+    entry: CompiledEntry | None = None  # the whitelist entry that allowed the request
+    entry_owner: CompiledApplication | None = None  # the application owning ``entry``
+    rate: RateDecision | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)  # added by steps (CORS, ...)
+    upstream: str = ""  # base URL or queue://name actually used, for the access log
+    fallback_used: bool = False
