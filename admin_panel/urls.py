@@ -9,5 +9,6 @@ urlpatterns = [
     path("", include("gateway_project.ops_urls")),
     # The REST API's paths (/admin/routing/services, ...) come before the admin's catch-all.
     path("admin/", include("admin_panel.api.urls")),
+    path("admin/dashboard/", include("admin_panel.dashboard_urls")),
     path("admin/", admin.site.urls),
 ]

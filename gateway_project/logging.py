@@ -28,3 +28,7 @@ class JsonFormatter(logging.Formatter):
             # Exception type only: a traceback may quote request data.
             payload["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
         return json.dumps(payload, default=str, separators=(",", ":"))
+
+
+def log_access(ctx: object, response: object) -> None:
+    """Write the access-log line of one request (SPEC §8). Interim; see issue 7."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from routing.snapshot import CompiledApplication, CompiledEntry, CompiledKey, CompiledRoute, CompiledVersion, Snapshot
 
@@ -42,3 +42,4 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)  # added by steps (CORS, ...)
     upstream: str = ""  # base URL or queue://name actually used, for the access log
     fallback_used: bool = False
+    response: HttpResponse | None = None  # set by a step that answers itself (a CORS preflight)
