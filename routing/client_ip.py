@@ -1,0 +1,38 @@
+"""The client's IP: the socket peer, or X-Forwarded-For from a trusted proxy (SPEC §4.6)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from gateway_project.conf import IPNetwork
+
+
+def client_ip_for(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """Return the client IP for a request from ``peer``.
+
+    ``X-Forwarded-For`` is walked from the right (the hop nearest us) while each hop is
+    a trusted proxy; the first untrusted address is the client. With no trusted
+    proxies configured the header is ignored entirely, so clients cannot spoof it.
+    """
+    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # a malformed hop: stop believing anything further left
+        client = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return client
+
+
+def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
