@@ -1,17 +1,44 @@
-"""API key format, argon2id hashing and verification (bcrypt hashes still verify)."""
+"""API key format, argon2id/bcrypt verification and the verified-key memo (SPEC §3, §4.5).
+
+A presented key is checked against the snapshot's ``CompiledKey`` for its prefix.
+Argon2 runs at most once per distinct presented key while that key's compiled record
+stays the same: successes and failures are remembered under an HMAC-SHA256 digest of
+the presented key (never the plaintext), and a record that changes (re-hashed,
+revoked, moved, expiry edited) or disappears is forgotten on the next snapshot swap.
+"""
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import hmac
+import logging
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import bcrypt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+if TYPE_CHECKING:
+    from routing.snapshot import CompiledKey
+
+logger = logging.getLogger("access.keys")
+
 PREFIX_MARK = "gk_"
 SECRET_BYTES = 32
 _hasher = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 low-memory defaults
+_MEMO_CONTEXT = b"gateway.access.keys.memo.v1"  # domain separation for the memo's HMAC key
+
+_verifications = 0
+_verifications_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +67,9 @@ def key_split(presented: str) -> tuple[str, str] | None:
 
 def hash_verify(stored_hash: str, secret: str) -> bool:
     """Return True when ``secret`` matches an argon2id (or legacy bcrypt) hash. CPU-heavy."""
+    global _verifications
+    with _verifications_lock:
+        _verifications += 1
     if stored_hash.startswith("$argon2"):
         try:
             return _hasher.verify(stored_hash, secret)
@@ -51,3 +81,257 @@ def hash_verify(stored_hash: str, secret: str) -> bool:
         except ValueError:
             return False
     return False
+
+
+def verification_count() -> int:
+    """Return how many hash verifications this process has run (tests and benchmarks)."""
+    return _verifications
+
+
+class KeyOutcome(enum.Enum):
+    """What checking a presented key found."""
+
+    VALID = "valid"
+    INVALID = "invalid"  # malformed, unknown prefix, wrong secret, revoked
+    EXPIRED = "expired"  # right secret, past ``expires_at``
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVerdict:
+    """The outcome of one check; ``key`` is set for VALID and EXPIRED.
+
+    ``retry_after_s`` is set when the client was refused without a verification
+    because it failed too often (see ``KeyVerifier``).
+    """
+
+    outcome: KeyOutcome
+    key: CompiledKey | None = None
+    retry_after_s: int | None = None
+
+
+_INVALID = KeyVerdict(KeyOutcome.INVALID)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedLru(Generic[K, V]):
+    """A size-bounded mapping that evicts the least recently used item. Not thread-safe."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def retain(self, keep: Callable[[V], bool]) -> None:
+        """Drop every item whose value ``keep`` refuses."""
+        for key in [k for k, v in self._items.items() if not keep(v)]:
+            del self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(slots=True)
+class _FailureWindow:
+    started_at: float
+    failures: int
+    warned: bool = False
+
+
+Offload = Callable[[Callable[[str, str], bool], str, str], bool]
+
+
+def default_offload() -> Offload:
+    """Return a runner for hash verification off the event loop.
+
+    Under gevent (monkey-patched threads are greenlets) a verification on the loop
+    would freeze every connection of the worker for ~100 ms, so it runs in a small
+    native thread pool; argon2-cffi and bcrypt release the GIL while hashing. Without
+    gevent a real thread pool of the same size bounds the CPU spent on first checks.
+    """
+    workers = 2
+    try:
+        from gevent import monkey
+
+        patched = monkey.is_module_patched("threading")
+    except ImportError:  # pragma: no cover - gevent is a runtime dependency
+        patched = False
+    if patched:
+        from gevent.threadpool import ThreadPool
+
+        pool = ThreadPool(workers)
+        return lambda fn, stored, secret: bool(pool.apply(fn, (stored, secret)))
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="key-verify")
+    return lambda fn, stored, secret: executor.submit(fn, stored, secret).result()
+
+
+class _InFlight:
+    """One verification in progress; concurrent checks of the same key wait for it."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
+class KeyVerifier:
+    """Check presented API keys against compiled key records, verifying each at most once.
+
+    Options (defaults in brackets):
+    - ``memo_size`` [10000]: verified keys remembered; ``failure_size`` [10000]: wrong keys
+      remembered (LRU), so repeating a wrong key costs no hashing.
+    - ``failure_budget`` [10] per ``failure_window_s`` [60]: verifications a client (IP)
+      may fail; past it, keys not already remembered are refused unhashed until the
+      window ends, which caps a guessing client at ``failure_budget`` hashes a minute.
+    - ``now``: the wall clock for expiry; ``monotonic``: the clock for failure windows.
+    """
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        offload: Offload | None = None,
+        memo_size: int = 10_000,
+        failure_size: int = 10_000,
+        failure_budget: int = 10,
+        failure_window_s: float = 60.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Only a derived key is kept; the digest it makes cannot be reversed to a key.
+        self._digest_key = hmac.new(secret_key.encode(), _MEMO_CONTEXT, hashlib.sha256).digest()
+        self._offload = offload
+        self._verified: BoundedLru[bytes, CompiledKey] = BoundedLru(memo_size)
+        self._failed: BoundedLru[bytes, CompiledKey] = BoundedLru(failure_size)
+        self._clients: BoundedLru[str, _FailureWindow] = BoundedLru(failure_size)
+        self._inflight: dict[bytes, _InFlight] = {}
+        self._keys_seen: Mapping[str, CompiledKey] | None = None
+        self._lock = threading.Lock()
+        self.failure_budget = failure_budget
+        self.failure_window_s = failure_window_s
+        self.now = now
+        self.monotonic = monotonic
+
+    def check(self, presented: str, keys: Mapping[str, CompiledKey], client: str) -> KeyVerdict:
+        """Check ``presented`` against ``keys`` (the snapshot's, by prefix) for ``client``.
+
+        Unknown prefixes, malformed and revoked keys are refused without hashing; a
+        key remembered as verified (or as wrong) for an unchanged record is answered
+        from memory; anything else is verified once, off the event loop.
+        """
+        if keys is not self._keys_seen:
+            self._forget_changed(keys)
+        parts = key_split(presented)
+        if parts is None:
+            return _INVALID
+        prefix, secret = parts
+        key = keys.get(prefix)
+        if key is None or not key.is_active:
+            return _INVALID
+        digest = hmac.new(self._digest_key, presented.encode(), hashlib.sha256).digest()
+        with self._lock:
+            verified = self._verified.get(digest) == key
+            known_wrong = not verified and self._failed.get(digest) == key
+        if known_wrong:
+            return _INVALID
+        if not verified:
+            retry_after_s = self._throttled_for(client)
+            if retry_after_s is not None:
+                return KeyVerdict(KeyOutcome.INVALID, retry_after_s=retry_after_s)
+            verified = self._verify_once(digest, key, secret)
+            if not verified:
+                self._count_failure(client, key.prefix)
+                return _INVALID
+        if key.expires_at is not None and key.expires_at <= self.now():
+            return KeyVerdict(KeyOutcome.EXPIRED, key)
+        return KeyVerdict(KeyOutcome.VALID, key)
+
+    def remembered(self) -> tuple[int, int]:
+        """Return how many keys are remembered as ``(verified, failed)``."""
+        return len(self._verified), len(self._failed)
+
+    def _verify_once(self, digest: bytes, key: CompiledKey, secret: str) -> bool:
+        with self._lock:
+            flight = self._inflight.get(digest)
+            leader = flight is None
+            if flight is None:
+                flight = self._inflight[digest] = _InFlight()
+        if not leader:
+            flight.done.wait(timeout=30)
+            return flight.ok
+        try:
+            if self._offload is None:
+                self._offload = default_offload()
+            flight.ok = self._offload(hash_verify, key.hash, secret)
+        finally:
+            with self._lock:
+                (self._verified if flight.ok else self._failed).put(digest, key)
+                del self._inflight[digest]
+            flight.done.set()
+        if flight.ok:
+            logger.info("API key %s verified", key.prefix)
+        return flight.ok
+
+    def _forget_changed(self, keys: Mapping[str, CompiledKey]) -> None:
+        # A new snapshot: keep what still holds for records that did not change, so an
+        # unrelated edit costs no re-verification; drop revoked, deleted, changed keys.
+        def unchanged(record: CompiledKey) -> bool:
+            return keys.get(record.prefix) == record
+
+        with self._lock:
+            self._verified.retain(unchanged)
+            self._failed.retain(unchanged)
+            self._keys_seen = keys
+
+    def _throttled_for(self, client: str) -> int | None:
+        with self._lock:
+            window = self._clients.get(client)
+            if window is None or window.failures < self.failure_budget:
+                return None
+            left_s = window.started_at + self.failure_window_s - self.monotonic()
+        return max(1, int(left_s + 0.999)) if left_s > 0 else None
+
+    def _count_failure(self, client: str, prefix: str) -> None:
+        now = self.monotonic()
+        with self._lock:
+            window = self._clients.get(client)
+            if window is None or now - window.started_at >= self.failure_window_s:
+                window = _FailureWindow(started_at=now, failures=0)
+                self._clients.put(client, window)
+            window.failures += 1
+            warn = window.failures >= self.failure_budget and not window.warned
+            window.warned = window.warned or warn
+        logger.warning("API key verification failed for prefix %s from %s", prefix, client)
+        if warn:
+            logger.warning(
+                "Client %s failed %d key verifications; refusing its unverified keys for %.0fs",
+                client,
+                self.failure_budget,
+                self.failure_window_s,
+            )
+
+
+@cache
+def key_verifier() -> KeyVerifier:
+    """Return the process's KeyVerifier (SECRET_KEY read once; tests call ``cache_clear``)."""
+    from django.conf import settings
+
+    return KeyVerifier(settings.SECRET_KEY)
