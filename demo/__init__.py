@@ -1,0 +1,1 @@
+"""Demo upstream services for the quick start (not used in production)."""
