@@ -1,19 +1,240 @@
-"""Prometheus metrics, multiprocess-safe across gunicorn workers (SPEC §8). Interim."""
+"""Prometheus metrics of the gateway, correct across gunicorn workers (SPEC §8).
+
+Every worker writes its samples to memory-mapped files in one directory per gunicorn
+instance (prometheus-client's multiprocess mode); ``/metrics`` merges them, so a scrape
+of any worker describes the whole node. The directory is ``PROMETHEUS_MULTIPROC_DIR``
+when set (one per gunicorn instance: the gateway and the admin panel need different
+ones), else a fresh temporary directory chosen by the gunicorn master at start and
+removed when it exits. A process with no directory at all (``runserver``, the test
+client) keeps its metrics in memory.
+
+Label values are bounded: service and version names come from the configuration,
+methods from a fixed set, status is the numeric code. Paths are never labels.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+import atexit
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from routing.context import RequestContext
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.views.decorators.http import require_safe
+
+from admin_panel import dashboard_traffic
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from routing.context import RequestContext
+    from routing.snapshot import Snapshot
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Anything else is counted as OTHER, so a client cannot mint label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Seconds; from a cached answer on loopback (5 ms) to the default upstream read timeout (30 s).
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# Gateway error codes that mean the upstream (or the broker) failed, and their reason label.
+UPSTREAM_ERROR_REASONS = {
+    "upstream_unavailable": "unavailable",
+    "upstream_timeout": "timeout",
+    "circuit_open": "circuit_open",
+    "queue_unavailable": "queue_unavailable",
+}
+
+# A gateway error body is small; anything larger is an upstream's answer, not ours.
+_MAX_ERROR_BODY_BYTES = 4096
 
 
-def observe_request(ctx: RequestContext, response: HttpResponse) -> None:
-    """Count and time one finished request."""
+@dataclass(frozen=True, slots=True)
+class GatewayMetrics:
+    """The metric families of one process, and the registry ``/metrics`` reads."""
+
+    registry: CollectorRegistry
+    multiprocess: bool
+    requests: Counter
+    duration: Histogram
+    upstream_errors: Counter
+    rate_limited: Counter
+    queue_published: Counter
+    config_version: Gauge
 
 
 def on_starting() -> None:
-    """gunicorn master start: prepare a clean multiprocess directory."""
+    """Choose and empty the multiprocess directory; called once by the gunicorn master.
+
+    Workers are forked afterwards and inherit ``PROMETHEUS_MULTIPROC_DIR``. A directory
+    the operator named is emptied of ``*.db`` files only; a temporary one is removed
+    when the master exits.
+    """
+    directory = os.environ.get(MULTIPROC_ENV, "")
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+        master_pid = os.getpid()
+
+        def remove_directory() -> None:
+            # Forked workers inherit atexit handlers; only the master owns the directory.
+            if os.getpid() == master_pid:
+                shutil.rmtree(directory, ignore_errors=True)
+
+        atexit.register(remove_directory)
+    os.environ[MULTIPROC_ENV] = directory
+    gateway_metrics.cache_clear()
 
 
 def child_exit(pid: int) -> None:
-    """gunicorn worker exit: drop the worker's live gauges."""
+    """Drop the live gauges of worker ``pid``, which gunicorn reports as exited."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
+_last_config_version: list[int] = [-1]  # per process; a list so the hot path updates it without `global`
+
+
+@cache
+def gateway_metrics() -> GatewayMetrics:
+    """Return this process's metric families, created on first use (after any fork)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+    multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+    if multiprocess and not getattr(values.ValueClass, "_multiprocess", False):
+        # prometheus-client picks its value class when first imported; the directory
+        # may have been chosen after that (gunicorn's on_starting), so pick again.
+        values.ValueClass = values.get_value_class()
+    registry = CollectorRegistry(auto_describe=True)
+    _last_config_version[0] = -1
+    return GatewayMetrics(
+        registry=registry,
+        multiprocess=multiprocess,
+        requests=Counter(
+            "gateway_requests_total",
+            "Requests answered by the gateway's pipeline.",
+            ("service", "version", "method", "status"),
+            registry=registry,
+        ),
+        duration=Histogram(
+            "gateway_request_duration_seconds",
+            "Time from arrival until the response (headers) was ready.",
+            ("service", "version"),
+            buckets=DURATION_BUCKETS_S,
+            registry=registry,
+        ),
+        upstream_errors=Counter(
+            "gateway_upstream_errors_total",
+            "Upstream calls that failed: unavailable, timeout, circuit_open, queue_unavailable, "
+            "or failed_over (the fallback answered instead).",
+            ("service", "reason"),
+            registry=registry,
+        ),
+        rate_limited=Counter(
+            "gateway_rate_limited_total",
+            "Requests refused with 429 rate_limited.",
+            ("service",),
+            registry=registry,
+        ),
+        queue_published=Counter(
+            "gateway_queue_published_total",
+            "Messages the broker confirmed, per queue.",
+            ("queue",),
+            registry=registry,
+        ),
+        config_version=Gauge(
+            "gateway_config_version",
+            "Version of the newest configuration snapshot loaded by a live worker.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        ),
+    )
+
+
+def observe_request(ctx: RequestContext, response: HttpResponseBase) -> None:
+    """Count and time one finished request of the pipeline.
+
+    Cheap: a few memory-mapped increments; the response body is read only for a small
+    JSON error the gateway itself produced. Never raises into the request.
+    """
+    metrics = gateway_metrics()
+    service = ctx.route.service_name if ctx.route is not None else ""
+    version = ctx.version.version if ctx.version is not None else ""
+    method = ctx.request.method if ctx.request.method in METHODS else "OTHER"
+    status = response.status_code
+    duration_s = max(0.0, time.perf_counter() - ctx.started_at)
+
+    metrics.requests.labels(service, version, method, str(status)).inc()
+    metrics.duration.labels(service, version).observe(duration_s)
+
+    code = gateway_error_code(ctx.request_id, response)
+    reason = UPSTREAM_ERROR_REASONS.get(code or "")
+    if reason is None and ctx.fallback_used:
+        reason = "failed_over"
+    if reason is not None:
+        metrics.upstream_errors.labels(service, reason).inc()
+    if code == "rate_limited" or (ctx.rate is not None and not ctx.rate.allowed):
+        metrics.rate_limited.labels(service).inc()
+    if status == 202 and ctx.version is not None and ctx.version.queue is not None:
+        metrics.queue_published.labels(ctx.version.queue).inc()
+    _note_config_version(metrics, ctx.snapshot)
+    dashboard_traffic.record(service, status, duration_s)
+
+
+def gateway_error_code(request_id: str, response: HttpResponseBase) -> str | None:
+    """Return the SPEC error code of a response the gateway itself produced, else None.
+
+    An upstream's own 502 or 429 passes through unchanged and is not ours: ours is a
+    small JSON ``{"error": {...}}`` body naming this request's id.
+    """
+    if response.status_code < 400 or response.streaming or not isinstance(response, HttpResponse):
+        return None
+    content = response.content
+    if len(content) > _MAX_ERROR_BODY_BYTES or not content.startswith(b'{"error"'):
+        return None
+    try:
+        error = json.loads(content)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(error, dict) or error.get("request_id") != request_id:
+        return None
+    code = error.get("code")
+    return code if isinstance(code, str) else None
+
+
+def _note_config_version(metrics: GatewayMetrics, snapshot: Snapshot | None) -> None:
+    if snapshot is not None and snapshot.version != _last_config_version[0]:
+        _last_config_version[0] = snapshot.version
+        metrics.config_version.set(snapshot.version)
+
+
+@require_safe
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Answer ``GET /metrics``: every worker of this gunicorn, in Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gateway_project.ops import loaded_snapshot
+
+    metrics = gateway_metrics()
+    _note_config_version(metrics, loaded_snapshot())
+    if metrics.multiprocess:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = metrics.registry
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

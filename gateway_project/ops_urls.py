@@ -1,9 +1,11 @@
-"""URLs for /healthz, /readyz and /metrics."""
+"""URLs for /healthz, /readyz and /metrics, served by the gateway and the admin panel."""
 
 from django.urls import path
 
-from gateway_project import ops
+from gateway_project import metrics, ops
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]

@@ -252,18 +252,30 @@ GATEWAY = {
 
 # --- Logging: JSON lines on stdout ------------------------------------------------------
 LOG_LEVEL = env.str("GATEWAY_LOG_LEVEL", default="INFO").upper()
+# json (one object per line, for log shippers) or text (for people at a terminal).
+LOG_FORMAT = env.str("GATEWAY_LOG_FORMAT", default="json").lower()
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"GATEWAY_LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
+# The access log (one line per request) is written at INFO; GATEWAY_ACCESS_LOG=false silences it.
+ACCESS_LOG_LEVEL = "INFO" if env.bool("GATEWAY_ACCESS_LOG", default=True) else "CRITICAL"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "gateway_project.logging.JsonFormatter"},
+        "text": {"()": "gateway_project.logging.TextFormatter"},
+        "access_json": {"()": "gateway_project.logging.AccessJsonFormatter"},
+        "access_text": {"()": "gateway_project.logging.AccessTextFormatter"},
     },
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT},
+        "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": f"access_{LOG_FORMAT}"},
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
-        "gateway.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gateway.access": {"handlers": ["access"], "level": ACCESS_LOG_LEVEL, "propagate": False},
         "django.request": {"level": "ERROR"},
     },
 }
+# --- Operations: dashboard traffic counts without Redis (one machine), see admin_panel/dashboard_traffic.py
+GATEWAY_TRAFFIC_DIR = Path(env.str("GATEWAY_TRAFFIC_DIR", default=str(BASE_DIR / "var" / "traffic")))

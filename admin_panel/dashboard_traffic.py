@@ -1,0 +1,276 @@
+"""Per-minute traffic aggregates behind the admin dashboard.
+
+Each gateway worker counts its requests per (minute, service) in memory — an
+increment under a lock, nothing else on the request path — and a background thread
+flushes the counts every few seconds to shared storage:
+
+- ``RedisTrafficStore`` when ``REDIS_URL`` is set: ``HINCRBY`` into one hash per minute,
+  so every worker of every gateway node adds into the same numbers (kept two hours);
+- ``FileTrafficStore`` otherwise: one JSON file per worker in ``GATEWAY_TRAFFIC_DIR``,
+  summed by the reader; right for one machine (the quick start), not for several.
+
+A row is ``[requests, 4xx, 5xx, *latency bucket counts]``; latency buckets are fixed
+(``LATENCY_BOUNDS_MS``), so p50/p95 are estimated from them, within a bucket's width.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds of the latency buckets, in milliseconds; one more bucket holds the rest.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (
+    5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2500, 5000, 10000, 30000,
+)  # fmt: skip
+REQUESTS, CLIENT_ERRORS, SERVER_ERRORS = 0, 1, 2
+FIRST_BUCKET = 3
+ROW_LENGTH = FIRST_BUCKET + len(LATENCY_BOUNDS_MS) + 1
+FLUSH_INTERVAL_S = 5.0
+RETENTION_S = 2 * 3600  # the dashboard shows one hour; keep two so a late reader still sees it
+
+Row = list[int]
+Rows = dict[tuple[int, str], Row]  # (epoch minute, service) -> row
+
+
+class TrafficStore(Protocol):
+    """Shared storage of per-minute rows: workers add, the dashboard reads."""
+
+    def add(self, rows: Mapping[tuple[int, str], Sequence[int]]) -> None:
+        """Add ``rows`` (increments since the last call) to the shared totals."""
+
+    def read(self, first_minute: int, last_minute: int) -> Rows:
+        """Return the summed rows of every worker for the minutes in the closed range."""
+
+
+def new_row() -> Row:
+    return [0] * ROW_LENGTH
+
+
+def add_row(total: Row, increment: Sequence[int]) -> None:
+    for index, value in enumerate(increment[:ROW_LENGTH]):
+        total[index] += value
+
+
+class RedisTrafficStore:
+    """Every worker of every node increments one Redis hash per minute."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    def _key(self, minute: int) -> str:
+        return f"{self.prefix}{minute}"
+
+    def add(self, rows: Mapping[tuple[int, str], Sequence[int]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        minutes = set()
+        for (minute, service), row in rows.items():
+            minutes.add(minute)
+            for index, value in enumerate(row):
+                if value:
+                    pipe.hincrby(self._key(minute), f"{service}|{index}", value)
+        for minute in minutes:
+            pipe.expire(self._key(minute), RETENTION_S)
+        pipe.execute()
+
+    def read(self, first_minute: int, last_minute: int) -> Rows:
+        minutes = range(first_minute, last_minute + 1)
+        pipe = self.client.pipeline(transaction=False)
+        for minute in minutes:
+            pipe.hgetall(self._key(minute))
+        rows: Rows = {}
+        for minute, fields in zip(minutes, pipe.execute(), strict=True):
+            for field, value in fields.items():
+                service, _, index = field.decode().rpartition("|")
+                if index.isdigit() and int(index) < ROW_LENGTH:
+                    rows.setdefault((minute, service), new_row())[int(index)] += int(value)
+        return rows
+
+
+class FileTrafficStore:
+    """One JSON file per worker on this machine; the reader sums them."""
+
+    def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.totals: Rows = {}
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+
+    def add(self, rows: Mapping[tuple[int, str], Sequence[int]]) -> None:
+        for key, row in rows.items():
+            add_row(self.totals.setdefault(key, new_row()), row)
+        oldest = int(self.clock() - RETENTION_S) // 60
+        self.totals = {key: row for key, row in self.totals.items() if key[0] >= oldest}
+        payload = [[minute, service, row] for (minute, service), row in self.totals.items()]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / self.name
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(partial, path)  # readers never see a half-written file
+
+    def read(self, first_minute: int, last_minute: int) -> Rows:
+        rows: Rows = {}
+        stale_before = self.clock() - RETENTION_S
+        for path in self.directory.glob("*.json"):
+            try:
+                if path.stat().st_mtime < stale_before:
+                    path.unlink(missing_ok=True)  # a worker gone for longer than we keep data
+                    continue
+                payload = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # replaced or removed while we read it
+            for minute, service, row in payload:
+                if first_minute <= minute <= last_minute:
+                    add_row(rows.setdefault((minute, service), new_row()), row)
+        return rows
+
+
+class TrafficRecorder:
+    """Counts requests in memory and flushes them to a store from a background thread."""
+
+    def __init__(self, store: TrafficStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._pending: Rows = {}
+        self._lock = threading.Lock()
+        self._flusher_pid = 0
+
+    def record(self, service: str, status: int, duration_s: float) -> None:
+        """Count one request; cheap enough for the request path."""
+        bucket = FIRST_BUCKET + bisect.bisect_left(LATENCY_BOUNDS_MS, duration_s * 1000.0)
+        key = (int(self.clock()) // 60, service)
+        with self._lock:
+            row = self._pending.get(key)
+            if row is None:
+                row = self._pending[key] = new_row()
+            row[REQUESTS] += 1
+            if 400 <= status < 500:
+                row[CLIENT_ERRORS] += 1
+            elif status >= 500:
+                row[SERVER_ERRORS] += 1
+            row[bucket] += 1
+        if self._flusher_pid != os.getpid():
+            self._start_flusher()
+
+    def flush(self) -> None:
+        """Hand the pending counts to the store; on failure they are dropped, with a warning."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            self.store.add(pending)
+        except Exception as exc:  # the dashboard is best effort; the gateway must go on
+            logger.warning("dashboard traffic flush failed: %s", type(exc).__name__)
+
+    def _start_flusher(self) -> None:
+        # Started in the worker (after gunicorn's fork), once per process.
+        self._flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_forever, name="dashboard-traffic", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+
+@cache
+def traffic_store() -> TrafficStore:
+    """Return the store this deployment uses: Redis when configured, else local files."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        prefix = settings.CACHES["default"].get("KEY_PREFIX") or "gw"
+        return RedisTrafficStore(settings.REDIS_URL, f"{prefix}:traffic:")
+    return FileTrafficStore(Path(settings.GATEWAY_TRAFFIC_DIR))
+
+
+@cache
+def traffic_recorder() -> TrafficRecorder:
+    """Return this process's recorder."""
+    return TrafficRecorder(traffic_store())
+
+
+def record(service: str, status: int, duration_s: float) -> None:
+    """Count one finished request of ``service`` (``""``: no route matched)."""
+    traffic_recorder().record(service, status, duration_s)
+
+
+def percentile_ms(row: Sequence[int], quantile: float) -> float | None:
+    """Estimate a latency percentile from a row's buckets (linear within a bucket); None if empty."""
+    buckets = row[FIRST_BUCKET:ROW_LENGTH]
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = quantile * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            if index == len(LATENCY_BOUNDS_MS):
+                return float(LATENCY_BOUNDS_MS[-1])  # beyond the last bound: report the bound
+            lower = LATENCY_BOUNDS_MS[index - 1] if index else 0
+            upper = LATENCY_BOUNDS_MS[index]
+            return round(lower + (upper - lower) * (rank - seen) / count, 1)
+        seen += count
+    return None
+
+
+def traffic_summary(store: TrafficStore, now_s: float, minutes: int = 60) -> dict[str, object]:
+    """Return the dashboard's per-service series over the last ``minutes`` (plus the current one).
+
+    Per service: requests per minute, 5xx error rate, p50/p95 latency per minute, and
+    totals; the current minute is partial, so the rate uses the seconds elapsed.
+    """
+    last = int(now_s) // 60
+    first = last - minutes
+    rows = store.read(first, last)
+    services = sorted({service for _, service in rows})
+    series = []
+    for service in services:
+        per_minute = [rows.get((minute, service)) or new_row() for minute in range(first, last + 1)]
+        total = new_row()
+        for row in per_minute:
+            add_row(total, row)
+        recent = new_row()
+        for row in per_minute[-6:]:
+            add_row(recent, row)
+        recent_s = 300 + (now_s - last * 60)  # five whole minutes and the current partial one
+        series.append(
+            {
+                "service": service,
+                "requests": [row[REQUESTS] for row in per_minute],
+                "error_rate": [_ratio(row[SERVER_ERRORS], row[REQUESTS]) for row in per_minute],
+                "p50_ms": [percentile_ms(row, 0.50) for row in per_minute],
+                "p95_ms": [percentile_ms(row, 0.95) for row in per_minute],
+                "totals": {
+                    "requests": total[REQUESTS],
+                    "requests_per_min": round(recent[REQUESTS] * 60 / recent_s, 2),
+                    "error_rate": _ratio(total[SERVER_ERRORS], total[REQUESTS]),
+                    "client_error_rate": _ratio(total[CLIENT_ERRORS], total[REQUESTS]),
+                    "p50_ms": percentile_ms(total, 0.50),
+                    "p95_ms": percentile_ms(total, 0.95),
+                },
+            }
+        )
+    series.sort(key=lambda item: -item["totals"]["requests"])  # type: ignore[index]  # built above
+    return {"minutes": [minute * 60 for minute in range(first, last + 1)], "services": series}
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
