@@ -1,11 +1,53 @@
-"""The Celery app of the gateway's workers (SPEC §5)."""
+"""The Celery app of the gateway's workers (SPEC §5).
+
+Five queues (``email``, ``sms``, ``ai``, ``analytics``, ``execution``), each with a
+dead-letter queue, declared explicitly in :mod:`queues.topology`. The broker comes
+from ``CELERY_BROKER_URL`` (default ``filesystem://`` under ``GATEWAY_BROKER_DIR``, so
+the quick start needs no server); its transport options from the settings.
+
+Delivery guarantees set here: a message is acknowledged only after its handler
+finished (``acks_late``), is given back to the broker when the worker process dies
+(``reject_on_worker_lost``), and a worker process holds one message at a time
+(prefetch 1), so a killed worker loses at most the message it was running, which the
+broker redelivers to another worker.
+"""
 
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
+
+from queues import topology
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
 app = Celery("gateway_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+app.conf.update(
+    task_queues=topology.all_queues(),
+    task_default_queue="email",
+    task_create_missing_queues=False,
+    task_routes={topology.task_name(name): {"queue": name} for name in topology.QUEUE_NAMES},
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_acks_on_failure_or_timeout=True,  # failures are dead-lettered explicitly by the task base
+    task_ignore_result=True,  # task status lives in the gateway_task table
+    task_serializer="json",
+    accept_content=["json"],
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    broker_connection_timeout=5.0,
+    timezone="UTC",
+    enable_utc=True,
+)
+app.autodiscover_tasks(["queues"])
+
+
+@worker_ready.connect
+def declare_dead_letter_queues(sender: object = None, **kwargs: object) -> None:
+    """Declare every dead-letter queue when a worker starts, so it exists before the first failure."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in topology.all_dead_letter_queues():
+            queue(channel).declare()

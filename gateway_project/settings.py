@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from queues import topology as _queue_topology
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -201,26 +203,50 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Django REST framework (admin API) -------------------------------------------------
 REST_FRAMEWORK = {
+    # Basic first: its WWW-Authenticate header makes anonymous requests 401 (not 403).
+    # Both count failed logins per client IP (admin_panel/auth.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.BasicAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "admin_panel.auth.ThrottledBasicAuthentication",
+        "admin_panel.auth.ThrottledTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "admin_panel.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "API gateway admin API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "COMPONENT_SPLIT_REQUEST": True,
 }
+# Failed staff logins (admin UI and API) per client IP and window; 0: no limit.
+ADMIN_LOGIN_MAX_FAILURES = env.int("GATEWAY_ADMIN_LOGIN_MAX_FAILURES", default=10)
+ADMIN_LOGIN_WINDOW_S = env.int("GATEWAY_ADMIN_LOGIN_WINDOW_S", default=60)
 
 # --- Celery (SPEC §5) -------------------------------------------------------------------
 CELERY_BROKER_URL = secret("CELERY_BROKER_URL") or "filesystem://"
 CELERY_RESULT_BACKEND = secret("CELERY_RESULT_BACKEND")
 CELERY_BROKER_DIR = Path(env.str("GATEWAY_BROKER_DIR", default=str(BASE_DIR / "var" / "broker")))
+# Queues, dead-letter queues, acks_late and prefetch are set in gateway_project/celery.py.
+CELERY_BROKER_TRANSPORT_OPTIONS = _queue_topology.transport_options(CELERY_BROKER_URL, str(CELERY_BROKER_DIR))
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Seconds before a message taken but never acknowledged (a killed worker) is redelivered.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for _folder in ("queue", "processed", "control"):
+        (CELERY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+# Worker retries: exponential backoff with jitter, base and cap in seconds (queues/conf.py).
+QUEUES = {
+    "RETRY_BACKOFF_S": env.float("GATEWAY_TASK_RETRY_BACKOFF_S", default=2.0),
+    "RETRY_BACKOFF_MAX_S": env.float("GATEWAY_TASK_RETRY_BACKOFF_MAX_S", default=300.0),
+    "PUBLISH_TIMEOUT_S": env.float("GATEWAY_QUEUE_PUBLISH_TIMEOUT_S", default=5.0),
+    "CALLBACK_TIMEOUT_S": env.float("GATEWAY_CALLBACK_TIMEOUT_S", default=5.0),
+    "IDEMPOTENCY_HOURS": env.int("GATEWAY_IDEMPOTENCY_HOURS", default=24),
+}
 
 # --- Email (the email queue's default handler) -----------------------------------------
 EMAIL_URL = secret("EMAIL_URL") or "consolemail://"

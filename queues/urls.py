@@ -1,3 +1,9 @@
-"""GET /api/v1/tasks/<task_id>."""
+"""GET /api/v1/tasks/<task_id> (included under ``api/v1/tasks/`` by gateway_project.urls)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from queues.views import task_status
+
+urlpatterns = [
+    path("<str:task_id>", task_status, name="task-status"),
+]

@@ -1,0 +1,76 @@
+"""GET /api/v1/tasks/<task_id>: a task's status, shown to the application that created it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.http import HttpRequest, HttpResponse
+
+from access.policy import identify_caller
+from gateway_project.conf import gateway_config
+from gateway_project.errors import ErrorCode, GatewayError
+from gateway_project.logging import log_access
+from gateway_project.metrics import observe_request
+from queues.models import TaskStatus
+from queues.selectors import task_status_get
+from routing import snapshot
+from routing.client_ip import client_ip_for
+from routing.context import RequestContext
+from routing.request_id import assign_request_id
+
+
+def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
+    """Answer the task's status JSON, or the SPEC error (401, 404, 405)."""
+    ctx = RequestContext(request=request, snapshot=snapshot.current(), started_at=time.perf_counter())
+    assign_request_id(ctx)
+    ctx.path = ctx.raw_path = request.path
+    ctx.client_ip = client_ip_for(
+        request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR"), gateway_config().trusted_proxies
+    )
+    try:
+        if request.method not in ("GET", "HEAD"):
+            raise GatewayError(
+                405, ErrorCode.METHOD_NOT_ALLOWED, "Task status accepts GET only.", headers={"Allow": "GET, HEAD"}
+            )
+        identify_caller(ctx)
+        task = _visible_task(ctx, task_id)
+        response = HttpResponse(_render(task), content_type="application/json")
+        response["Cache-Control"] = "no-store"
+    except GatewayError as err:
+        response = err.to_response(request_id=ctx.request_id)
+    response["X-Request-ID"] = ctx.request_id
+    log_access(ctx, response)
+    observe_request(ctx, response)
+    return response
+
+
+def _visible_task(ctx: RequestContext, task_id: str) -> TaskStatus:
+    """Return the task when the caller may see it; raise 401 missing_api_key or 404 task_not_found.
+
+    A task created with a key belongs to that key's application; an anonymous task
+    (a public route, no key) is shown to whoever holds its id. Another application's
+    task and an unknown id look the same (404), so ids cannot be probed.
+    """
+    task = task_status_get(task_id)
+    if task is not None and task.application_id is not None:
+        if ctx.application is None:
+            raise GatewayError(401, ErrorCode.MISSING_API_KEY, "This task needs the creating application's API key.")
+        if ctx.application.id != str(task.application_id):
+            task = None
+    if task is None:
+        raise GatewayError(404, ErrorCode.TASK_NOT_FOUND, "No such task.")
+    return task
+
+
+def _render(task: TaskStatus) -> str:
+    body = {
+        "task_id": str(task.id),
+        "queue": task.queue,
+        "status": task.status,
+        "result": task.result,
+        "error": task.error,
+        "created_at": task.created_at.isoformat(),
+        "updated_at": task.updated_at.isoformat(),
+    }
+    return json.dumps(body, separators=(",", ":"))
