@@ -32,3 +32,83 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         key.is_active = False
         key.save(update_fields=["is_active", "updated_at"])
     return key
+
+
+# --- Applications and whitelist entries (admin API, config import) --------------------
+# Each write validates through the model and records a LogEntry for ``actor``; the
+# routing app's signals reload the config after the transaction commits.
+
+from collections.abc import Mapping  # noqa: E402 - imports of this appended section
+
+from django.contrib.admin.models import ADDITION, CHANGE  # noqa: E402
+
+from access.models import EndpointWhitelist  # noqa: E402
+from gateway_project.changes import Actor, audit_record, model_create, model_delete, model_update  # noqa: E402
+
+APPLICATION_FIELDS = ("name", "description", "allowed_services", "allowed_versions", "allowed_origins", "is_active")
+WHITELIST_FIELDS = ("endpoint_path", "allowed_methods", "allowed_versions", "rate_limit", "is_public")
+
+
+def application_create(*, actor: Actor, fields: Mapping[str, object]) -> Application:
+    """Create an application from ``fields`` (APPLICATION_FIELDS); raise ValidationError when invalid."""
+    application = Application(**_only(fields, APPLICATION_FIELDS))
+    model_create(application, actor=actor)
+    return application
+
+
+def application_update(*, application: Application, actor: Actor, fields: Mapping[str, object]) -> list[str]:
+    """Change ``fields`` of ``application``; return the names of the fields that changed."""
+    return model_update(application, fields=_only(fields, APPLICATION_FIELDS), actor=actor)
+
+
+def application_delete(*, application: Application, actor: Actor) -> None:
+    """Delete ``application`` with its whitelist entries and API keys (each recorded)."""
+    for entry in application.whitelist.all():
+        model_delete(entry, actor=actor)
+    for key in application.api_keys.all():
+        model_delete(key, actor=actor)
+    model_delete(application, actor=actor)
+
+
+def whitelist_entry_create(
+    *, application: Application, actor: Actor, fields: Mapping[str, object]
+) -> EndpointWhitelist:
+    """Create a whitelist entry of ``application`` from ``fields`` (WHITELIST_FIELDS)."""
+    entry = EndpointWhitelist(application=application, **_only(fields, WHITELIST_FIELDS))
+    model_create(entry, actor=actor)
+    return entry
+
+
+def whitelist_entry_update(*, entry: EndpointWhitelist, actor: Actor, fields: Mapping[str, object]) -> list[str]:
+    """Change ``fields`` of ``entry``; return the names of the fields that changed."""
+    return model_update(entry, fields=_only(fields, WHITELIST_FIELDS), actor=actor)
+
+
+def whitelist_entry_delete(*, entry: EndpointWhitelist, actor: Actor) -> None:
+    """Delete ``entry``."""
+    model_delete(entry, actor=actor)
+
+
+def api_key_issue(
+    *, application: Application, actor: Actor, name: str, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key with ``api_key_create`` and record it; return it with the plaintext (shown once)."""
+    key, plaintext = api_key_create(application=application, name=name, expires_at=expires_at)
+    audit_record(key, action_flag=ADDITION, actor=actor, message=[{"added": {}}])
+    return key, plaintext
+
+
+def api_key_withdraw(*, key: ApiKey, actor: Actor) -> ApiKey:
+    """Revoke ``key`` with ``api_key_revoke`` and record the change when it was active."""
+    was_active = key.is_active
+    api_key_revoke(key=key)
+    if was_active:
+        audit_record(key, action_flag=CHANGE, actor=actor, message=[{"changed": {"fields": ["Is active"]}}])
+    return key
+
+
+def _only(fields: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, object]:
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise TypeError(f"Unknown fields: {', '.join(sorted(unknown))}")
+    return dict(fields)

@@ -1,3 +1,34 @@
-"""The admin REST API (SPEC §7), mounted under /admin/ on both ports."""
+"""The admin REST API (SPEC §7), mounted under /admin/ on both ports. No trailing slashes."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from admin_panel.api import applications, cache, config, keys, queues, schema, services, versions, whitelist
+
+app_name = "admin_api"
+
+urlpatterns = [
+    path("routing/services", services.ServiceListView.as_view(), name="services"),
+    path("routing/services/<str:service_name>", services.ServiceDetailView.as_view(), name="service"),
+    path("routing/services/<str:service_name>/versions", versions.VersionListView.as_view(), name="versions"),
+    path(
+        "routing/services/<str:service_name>/versions/<str:version>",
+        versions.VersionDetailView.as_view(),
+        name="version",
+    ),
+    path("access/applications", applications.ApplicationListView.as_view(), name="applications"),
+    path("access/applications/<str:id>", applications.ApplicationDetailView.as_view(), name="application"),
+    path("access/applications/<str:id>/whitelist", whitelist.WhitelistListView.as_view(), name="whitelist"),
+    path(
+        "access/applications/<str:id>/whitelist/<str:entry_id>",
+        whitelist.WhitelistDetailView.as_view(),
+        name="whitelist-entry",
+    ),
+    path("access/applications/<str:id>/api-keys", keys.ApiKeyListView.as_view(), name="api-keys"),
+    path("access/applications/<str:id>/api-keys/<str:key_id>", keys.ApiKeyDetailView.as_view(), name="api-key"),
+    path("cache", cache.CacheView.as_view(), name="cache"),
+    path("cache/refresh", cache.CacheRefreshView.as_view(), name="cache-refresh"),
+    path("queues", queues.QueuesView.as_view(), name="queues"),
+    path("config/export", config.ConfigExportView.as_view(), name="config-export"),
+    path("config/import", config.ConfigImportView.as_view(), name="config-import"),
+    path("schema", schema.SchemaView.as_view(), name="schema"),
+]

@@ -1,0 +1,16 @@
+"""/admin/schema: the admin API's OpenAPI 3 document (drf-spectacular)."""
+
+from __future__ import annotations
+
+from drf_spectacular.authentication import BasicScheme
+from drf_spectacular.views import SpectacularAPIView
+
+
+class ThrottledBasicScheme(BasicScheme):
+    """Document the login-throttled Basic authentication as plain HTTP Basic."""
+
+    target_class = "admin_panel.auth.ThrottledBasicAuthentication"
+
+
+class SchemaView(SpectacularAPIView):
+    """Serve the schema as JSON (or YAML with ``?format=yaml``) to staff users."""

@@ -1,0 +1,199 @@
+"""Brute-force resistance for staff logins: failed attempts are limited per client IP.
+
+The admin API is reachable on the public port by default, so password guessing is
+limited for HTTP Basic, ``Authorization: Token`` and the admin UI's login form alike.
+Failures are counted per client IP in a fixed window in the default cache (Redis
+when ``REDIS_URL`` is set, so every worker and node shares the count). Once an
+address reaches ``GATEWAY_ADMIN_LOGIN_MAX_FAILURES`` (default 10) failures within
+``GATEWAY_ADMIN_LOGIN_WINDOW_S`` (default 60 s), every login from it is refused
+until the window ends, correct credentials included: 429 with ``Retry-After`` on the
+API, a form error (status 429) in the UI. 0 turns the limit off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from functools import cache
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth.views import LoginView
+from django.core.cache import BaseCache
+from django.core.cache import cache as default_cache
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from rest_framework.authentication import BasicAuthentication, TokenAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.request import Request
+
+from gateway_project.conf import gateway_config
+from routing.client_ip import client_ip_for
+
+CACHE_PREFIX = "admin-login-failures"
+
+
+class LoginGuard:
+    """Count failed logins per client IP in fixed windows; tell how long an address must wait.
+
+    ``clock`` returns seconds (``time.time``); tests swap it.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_failures: int,
+        window_s: int,
+        store: BaseCache | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = max(1, window_s)
+        self.store = store if store is not None else default_cache
+        self.clock = clock
+
+    def retry_after_s(self, client_ip: str) -> int | None:
+        """Return the seconds ``client_ip`` must wait before another login, or None when it may try."""
+        if self.max_failures <= 0:
+            return None
+        now = self.clock()
+        failures = self.store.get(self._key(client_ip, now), 0)
+        if failures < self.max_failures:
+            return None
+        return max(1, math.ceil(self._window_end(now) - now))
+
+    def record_failure(self, client_ip: str) -> None:
+        """Count one failed login from ``client_ip``."""
+        if self.max_failures <= 0:
+            return
+        now = self.clock()
+        key = self._key(client_ip, now)
+        # add() then incr(): atomic on Redis, and the key expires with its window.
+        self.store.add(key, 0, timeout=self.window_s + 1)
+        try:
+            self.store.incr(key)
+        except ValueError:  # expired between add() and incr()
+            self.store.add(key, 1, timeout=self.window_s + 1)
+
+    def _key(self, client_ip: str, now: float) -> str:
+        return f"{CACHE_PREFIX}:{client_ip}:{int(now // self.window_s)}"
+
+    def _window_end(self, now: float) -> float:
+        return (int(now // self.window_s) + 1) * self.window_s
+
+
+@cache
+def login_guard() -> LoginGuard:
+    """Return the process's LoginGuard, configured once from settings (tests call ``cache_clear``)."""
+    from django.conf import settings
+
+    return LoginGuard(
+        max_failures=int(getattr(settings, "ADMIN_LOGIN_MAX_FAILURES", 10)),
+        window_s=int(getattr(settings, "ADMIN_LOGIN_WINDOW_S", 60)),
+    )
+
+
+def client_ip(request: HttpRequest) -> str:
+    """Return the client IP: the socket peer, or X-Forwarded-For from a trusted proxy."""
+    return client_ip_for(
+        request.META.get("REMOTE_ADDR", ""),
+        request.META.get("HTTP_X_FORWARDED_FOR"),
+        gateway_config().trusted_proxies,
+    )
+
+
+def too_many_failures_message(wait_s: int) -> str:
+    return f"Too many failed logins from your address. Try again in {wait_s} seconds."
+
+
+# --- The admin API: DRF authentication classes -------------------------------------------
+
+
+class _GuardedAuthentication:
+    """Refuse a client over the failure limit before checking its credentials; count failures."""
+
+    scheme = b""
+
+    def authenticate(self, request: Request) -> tuple[object, object] | None:
+        auth = get_authorization_header(request).split()
+        if not auth or auth[0].lower() != self.scheme:
+            return super().authenticate(request)  # type: ignore[misc]  # not ours: None
+        guard, address = login_guard(), client_ip(request)
+        wait_s = guard.retry_after_s(address)
+        if wait_s is not None:
+            raise Throttled(wait=wait_s, detail=too_many_failures_message(wait_s))
+        try:
+            return super().authenticate(request)  # type: ignore[misc]  # BasicAuthentication / TokenAuthentication
+        except AuthenticationFailed:
+            guard.record_failure(address)
+            raise
+
+
+class ThrottledBasicAuthentication(_GuardedAuthentication, BasicAuthentication):
+    """HTTP Basic for staff, with failed logins limited per client IP."""
+
+    scheme = b"basic"
+
+
+class ThrottledTokenAuthentication(_GuardedAuthentication, TokenAuthentication):
+    """``Authorization: Token <key>`` (DRF authtoken), with failed logins limited per client IP."""
+
+    scheme = b"token"
+
+
+# --- The admin UI: the login form ----------------------------------------------------------
+
+
+class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login form, refusing a client over the failure limit with a clear message."""
+
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "too_many_failures": "Too many failed logins from your address. Try again in %(wait_s)s seconds.",
+    }
+
+    def clean(self) -> dict[str, object]:
+        guard, address = login_guard(), client_ip(self.request)
+        wait_s = guard.retry_after_s(address)
+        if wait_s is not None:
+            raise forms.ValidationError(
+                self.error_messages["too_many_failures"], code="too_many_failures", params={"wait_s": wait_s}
+            )
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            guard.record_failure(address)
+            raise
+
+
+@never_cache
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """The admin site's login view, with ThrottledAdminAuthenticationForm (mounted at /admin/login/)."""
+    site = admin.site
+    if request.method == "GET" and site.has_permission(request):
+        return HttpResponseRedirect(reverse("admin:index", current_app=site.name))
+    context = {
+        **site.each_context(request),
+        "title": _("Log in"),
+        "subtitle": None,
+        "app_path": request.get_full_path(),
+        "username": request.user.get_username(),
+    }
+    if REDIRECT_FIELD_NAME not in request.GET and REDIRECT_FIELD_NAME not in request.POST:
+        context[REDIRECT_FIELD_NAME] = reverse("admin:index", current_app=site.name)
+    request.current_app = site.name
+    view = LoginView.as_view(
+        extra_context=context,
+        authentication_form=ThrottledAdminAuthenticationForm,
+        template_name=site.login_template or "admin/login.html",
+    )
+    response = view(request)
+    form = getattr(response, "context_data", {}).get("form") if hasattr(response, "context_data") else None
+    if form is not None and any(e.code == "too_many_failures" for e in form.non_field_errors().as_data()):
+        response.status_code = 429
+    return response

@@ -1,0 +1,304 @@
+"""JSON shapes of the admin REST API (SPEC §7): the model field names, nothing secret.
+
+Serializers only parse and render: they check types and sizes so the OpenAPI schema
+is exact, and leave every rule about what is *valid* to the models, whose
+``full_clean()`` the services run (one source of truth with the admin UI). DRF's
+unique validators are dropped for that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from access.models import ApiKey, Application, EndpointWhitelist
+from routing.models import ServiceConfig, ServiceVersion
+
+# PostgreSQL's integer column; a larger number is refused before it reaches the database.
+INT_MAX = 2_147_483_647
+LIST_MAX_ITEMS = 200
+
+
+def string_list(item_max_length: int, help_text: str) -> serializers.ListField:
+    """Return a JSON list-of-strings field (NUL characters refused, as PostgreSQL would)."""
+    return serializers.ListField(
+        child=serializers.CharField(max_length=item_max_length, allow_blank=False, trim_whitespace=False),
+        required=False,
+        max_length=LIST_MAX_ITEMS,
+        help_text=help_text,
+    )
+
+
+class NullableBlankMixin:
+    """Store ``""`` as null for the nullable text fields named in ``Meta.blank_is_null``."""
+
+    def validate(self, attrs: Mapping[str, object]) -> dict[str, object]:
+        values = dict(attrs)
+        for name in getattr(self.Meta, "blank_is_null", ()):  # type: ignore[attr-defined]  # serializer Meta
+            if values.get(name) == "":
+                values[name] = None
+        return values
+
+
+class ServiceSerializer(NullableBlankMixin, serializers.ModelSerializer):
+    """A service config (table gateway_service_config)."""
+
+    class Meta:
+        model = ServiceConfig
+        fields = (
+            "id",
+            "service_name",
+            "default_url",
+            "current_version",
+            "fallback_url",
+            "is_active",
+            "route_prefix",
+            "upstream_prefix",
+            "timeout_ms",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("id", "created_at", "updated_at")
+        validators: list[object] = []
+        blank_is_null = ("current_version", "fallback_url")
+        extra_kwargs = {
+            "service_name": {"validators": []},
+            "route_prefix": {"validators": [], "required": False},
+            "timeout_ms": {"min_value": 1, "max_value": 3_600_000},
+        }
+
+
+class ServiceVersionSerializer(serializers.ModelSerializer):
+    """A version of a service (table gateway_service_version)."""
+
+    service = serializers.SlugRelatedField(slug_field="service_name", read_only=True)
+
+    class Meta:
+        model = ServiceVersion
+        fields = ("id", "service", "version", "url", "weight", "is_active", "created_at", "updated_at")
+        read_only_fields = ("id", "service", "created_at", "updated_at")
+        validators: list[object] = []
+        extra_kwargs = {"weight": {"min_value": 0, "max_value": 1000}}
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    """A client application (table gateway_application)."""
+
+    allowed_services = string_list(63, "Service names; empty: all.")
+    allowed_versions = string_list(32, "Versions; empty: all.")
+    allowed_origins = string_list(255, "Browser origins such as https://app.example.com; empty: none.")
+
+    class Meta:
+        model = Application
+        fields = (
+            "id",
+            "name",
+            "description",
+            "allowed_services",
+            "allowed_versions",
+            "allowed_origins",
+            "is_active",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("id", "created_at", "updated_at")
+        validators: list[object] = []
+        extra_kwargs = {"name": {"validators": []}, "description": {"max_length": 10_000}}
+
+
+class WhitelistEntrySerializer(serializers.ModelSerializer):
+    """An endpoint whitelist entry of an application (table gateway_endpoint_whitelist)."""
+
+    allowed_methods = string_list(16, "Upper-case HTTP methods; empty: all.")
+    allowed_versions = string_list(32, "Versions; empty: all.")
+
+    class Meta:
+        model = EndpointWhitelist
+        fields = (
+            "id",
+            "application",
+            "endpoint_path",
+            "allowed_methods",
+            "allowed_versions",
+            "rate_limit",
+            "is_public",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("id", "application", "created_at", "updated_at")
+        validators: list[object] = []
+        extra_kwargs = {"rate_limit": {"min_value": 1, "max_value": INT_MAX}}
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    """An API key's metadata: never its hash, never the key."""
+
+    class Meta:
+        model = ApiKey
+        fields = (
+            "id",
+            "application",
+            "name",
+            "key_prefix",
+            "expires_at",
+            "is_active",
+            "last_used_at",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    """What a new key needs: a name and an optional expiry in the future."""
+
+    name = serializers.CharField(max_length=100)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_expires_at(self, value: object) -> object:
+        if value is not None and value <= timezone.now():  # type: ignore[operator]  # a datetime here
+            raise serializers.ValidationError("An expiry lies in the future.")
+        return value
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    """A key just created: its metadata plus the plaintext ``key``, shown this once only."""
+
+    key = serializers.CharField(read_only=True, help_text="<key_prefix>.<secret>; never shown again.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = (*ApiKeySerializer.Meta.fields, "key")
+        read_only_fields = fields
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    request_id = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Field name → messages (400 only). non_field_errors: about the object as a whole.",
+    )
+    problems = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        required=False,
+        help_text="Config import only: every problem with its location.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error of the admin API: the gateway's one error shape, plus field errors on 400."""
+
+    error = ErrorBodySerializer()
+
+
+class CacheStateSerializer(serializers.Serializer):
+    """The config snapshot the answering process serves from, and the database's config version."""
+
+    loaded = serializers.BooleanField(help_text="Whether this process has loaded a snapshot.")
+    version = serializers.IntegerField(allow_null=True, help_text="Config version of the loaded snapshot.")
+    loaded_at = serializers.DateTimeField(allow_null=True, help_text="When this process loaded it.")
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Rows compiled, per kind.")
+    config_version = serializers.IntegerField(
+        allow_null=True, help_text="The latest config version in the database (null: database unavailable)."
+    )
+    up_to_date = serializers.BooleanField(help_text="The snapshot is at the database's config version.")
+    last_error = serializers.CharField(allow_null=True, help_text="The last failed reload of this process.")
+    pid = serializers.IntegerField(help_text="Process id of the worker that answered.")
+
+
+class StatusSerializer(serializers.Serializer):
+    status = serializers.CharField()
+
+
+class QueueStatSerializer(serializers.Serializer):
+    queue = serializers.CharField()
+    depth = serializers.IntegerField(allow_null=True, help_text="Messages ready; null when unknown.")
+    consumers = serializers.IntegerField(allow_null=True, help_text="Consumers attached; null when unknown.")
+    dead_letter_depth = serializers.IntegerField(
+        allow_null=True, required=False, help_text="Messages in the queue's dead-letter queue; null when unknown."
+    )
+
+
+class QueuesSerializer(serializers.Serializer):
+    queues = QueueStatSerializer(many=True)
+
+
+class DiffItemSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["service", "service_version", "application", "whitelist_entry"])
+    key = serializers.DictField(child=serializers.CharField(), help_text="The natural key.")
+    fields = serializers.ListField(child=serializers.CharField(), required=False, help_text="Updates only.")
+
+
+class ImportResultSerializer(serializers.Serializer):
+    """What an import did (or, with dry_run, would do)."""
+
+    dry_run = serializers.BooleanField()
+    created = DiffItemSerializer(many=True)
+    updated = DiffItemSerializer(many=True)
+    deleted = DiffItemSerializer(many=True)
+
+
+# --- The declarative config document (export / import); see admin_panel/config_io.py ---
+# These describe the document for the OpenAPI schema; config_io validates it itself,
+# so that every problem is reported with its location in the document.
+
+
+class ConfigVersionSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    url = serializers.CharField()
+    weight = serializers.IntegerField(required=False, min_value=0, max_value=1000)
+    is_active = serializers.BooleanField(required=False)
+
+
+class ConfigServiceSerializer(serializers.Serializer):
+    service_name = serializers.CharField()
+    default_url = serializers.CharField()
+    current_version = serializers.CharField(required=False, allow_null=True)
+    fallback_url = serializers.CharField(required=False, allow_null=True)
+    is_active = serializers.BooleanField(required=False)
+    route_prefix = serializers.CharField(required=False, allow_blank=True)
+    upstream_prefix = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    timeout_ms = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=3_600_000)
+    versions = ConfigVersionSerializer(many=True, required=False)
+
+
+class ConfigEntrySerializer(serializers.Serializer):
+    endpoint_path = serializers.CharField()
+    allowed_methods = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_versions = serializers.ListField(child=serializers.CharField(), required=False)
+    rate_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    is_public = serializers.BooleanField(required=False)
+
+
+class ConfigKeySerializer(serializers.Serializer):
+    """Key metadata: exported for reference, ignored by an import."""
+
+    name = serializers.CharField()
+    key_prefix = serializers.CharField()
+    expires_at = serializers.DateTimeField(allow_null=True, required=False)
+    is_active = serializers.BooleanField(required=False)
+    last_used_at = serializers.DateTimeField(allow_null=True, required=False)
+    created_at = serializers.DateTimeField(required=False)
+
+
+class ConfigApplicationSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(required=False, allow_blank=True)
+    allowed_services = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_versions = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_origins = serializers.ListField(child=serializers.CharField(), required=False)
+    is_active = serializers.BooleanField(required=False)
+    whitelist = ConfigEntrySerializer(many=True, required=False)
+    api_keys = ConfigKeySerializer(many=True, required=False, help_text="Ignored by an import.")
+
+
+class ConfigDocumentSerializer(serializers.Serializer):
+    """The whole gateway config by natural keys: what export writes and import applies."""
+
+    format_version = serializers.IntegerField(required=False, min_value=1, max_value=1)
+    services = ConfigServiceSerializer(many=True)
+    applications = ConfigApplicationSerializer(many=True)
