@@ -41,12 +41,12 @@ def exception_handler(exc: Exception, context: Mapping[str, object]) -> Response
             {"error": {"code": "internal_error", "message": "Internal error.", "request_id": request_id}},
             status=500,
         )
-    body: dict[str, object] = {"request_id": request_id}
     if isinstance(exc, exceptions.ValidationError):
-        body.update(code="invalid", message="Invalid input.", fields=_field_errors(exc.detail))
+        body = {"code": "invalid", "message": "Invalid input.", "request_id": request_id}
+        body["fields"] = _field_errors(exc.detail)
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        body.update(code=getattr(detail, "code", None) or "error", message=str(detail))
+        body = {"code": getattr(detail, "code", None) or "error", "message": str(detail), "request_id": request_id}
     response.data = {"error": body}
     response["X-Request-ID"] = request_id
     return response

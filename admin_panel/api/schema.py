@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.authentication import BasicScheme
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
 
@@ -13,4 +14,6 @@ class ThrottledBasicScheme(BasicScheme):
 
 
 class SchemaView(SpectacularAPIView):
-    """Serve the schema as JSON (or YAML with ``?format=yaml``) to staff users."""
+    """Serve the schema to staff users: JSON, or YAML when asked (``Accept`` or ``?format=yaml``)."""
+
+    renderer_classes = [OpenApiJsonRenderer, OpenApiYamlRenderer]
