@@ -317,3 +317,19 @@ def test_admin_panel_serves_styled_admin_with_debug_off(gateway_server) -> None:
         assert css.status_code == 200, href
         assert css.headers["Content-Type"].startswith("text/css")
         assert len(css.content) > 100
+
+
+def test_task_and_event_pages_are_read_only(admin_client: Client, db: None) -> None:
+    from queues.models import AnalyticsEvent, TaskStatus
+
+    task = TaskStatus.objects.create(queue="email", request_id="req-1", idempotency_key="d" * 64)
+    AnalyticsEvent.objects.create(task_id=task.id, name="signup", occurred_at=timezone.now())
+    changelist = reverse("admin:queues_taskstatus_changelist")
+    assert str(task.id) in admin_client.get(changelist).content.decode()
+    assert str(task.id) in admin_client.get(changelist + f"?q={task.id}").content.decode()
+    assert admin_client.get(changelist + "?q=not-a-uuid").status_code == 200
+    detail = admin_client.get(reverse("admin:queues_taskstatus_change", args=[task.pk]))
+    assert detail.status_code == 200
+    assert "d" * 64 not in detail.content.decode()
+    assert admin_client.get(reverse("admin:queues_taskstatus_add")).status_code == 403
+    assert "signup" in admin_client.get(reverse("admin:queues_analyticsevent_changelist")).content.decode()
