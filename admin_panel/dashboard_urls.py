@@ -1,3 +1,11 @@
-"""URL of the traffic dashboard page in the admin (issue 7)."""
+"""URLs of the traffic dashboard in the admin (staff only, like every admin page)."""
 
-urlpatterns: list = []
+from django.contrib import admin
+from django.urls import path
+
+from admin_panel import dashboard
+
+urlpatterns = [
+    path("", admin.site.admin_view(dashboard.dashboard_view), name="admin_dashboard"),
+    path("data", admin.site.admin_view(dashboard.dashboard_data), name="admin_dashboard_data"),
+]
