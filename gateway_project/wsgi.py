@@ -1,9 +1,64 @@
-"""WSGI entry point of the gateway (port 4200)."""
+"""WSGI entry point of the gateway (port 4200).
 
+``/api/v1`` and everything below it (except ``/api/v1/tasks/``, a Django view) goes
+straight to ``routing.pipeline.handle``: the pipeline needs none of Django's
+middleware (sessions, CSRF, auth, messages), and skipping it is a large share of the
+per-request cost. Everything else (ops endpoints, the admin API, the task status
+view) goes through Django's normal handler.
+"""
+
+from __future__ import annotations
+
+import logging
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from django.core.handlers.wsgi import WSGIRequest  # noqa: E402 - after Django is set up
+
+from routing import pipeline, reload  # noqa: E402 - imports models: Django must be set up first
+
+logger = logging.getLogger("gateway.wsgi")
+
+StartResponse = Callable[..., Any]
+API_PREFIX = "/api/v1"
+DJANGO_SERVED_PREFIX = "/api/v1/tasks/"
+
+
+def gateway_application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Serve ``/api/v1[/...]`` through the pipeline, anything else through Django."""
+    path = environ.get("PATH_INFO", "")
+    if not (path == API_PREFIX or path.startswith("/api/v1/")) or path.startswith(DJANGO_SERVED_PREFIX):
+        return django_application(environ, start_response)
+    if _watcher_pid != os.getpid():
+        _start_background()
+    request = WSGIRequest(environ)
+    response = pipeline.handle(request)
+    response._handler_class = type(django_application)  # the sender of request_finished, as Django sets it
+    headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
+    start_response(f"{response.status_code} {response.reason_phrase}", headers)
+    return response
+
+
+_watcher_pid = 0
+
+
+def _start_background() -> None:
+    """Start this worker's config watcher and load the first snapshot (once per process)."""
+    global _watcher_pid
+    _watcher_pid = os.getpid()
+    reload.start_watcher()
+    try:
+        reload.load_now()
+    except Exception as exc:  # the pipeline answers 503 until the database is back
+        logger.warning("gateway configuration not loaded at start: %s", type(exc).__name__)
+
+
+application = gateway_application
+_start_background()

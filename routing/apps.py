@@ -7,3 +7,9 @@ class RoutingConfig(AppConfig):
     name = "routing"
     verbose_name = "Routing"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the config-revision model and the change signals of the five tables."""
+        from routing import reload
+
+        reload.connect_signals()

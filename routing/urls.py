@@ -1,3 +1,10 @@
 """The catch-all /api/v1/... route into the request pipeline."""
 
-urlpatterns: list = []
+from django.urls import path, re_path
+
+from routing.views import gateway_view
+
+urlpatterns = [
+    path("api/v1", gateway_view, name="gateway-root"),
+    re_path(r"^api/v1/(?P<rest>.*)\Z", gateway_view, name="gateway"),
+]

@@ -1,0 +1,491 @@
+"""Forward a request to its HTTP upstream and stream the answer back (SPEC §4.7-§4.9).
+
+Options and their defaults (SPEC §4.8, §4.9; ``GATEWAY_*`` environment variables):
+
+- connect timeout ``GATEWAY_CONNECT_TIMEOUT_MS`` (5000): refused / DNS / TLS / connect
+  timeout are "nothing reached the upstream" and are retried once on ``fallback_url``;
+- read timeout ``timeout_ms`` of the service, else ``GATEWAY_UPSTREAM_TIMEOUT_MS``
+  (30000): 504, retried on the fallback only for idempotent methods without a body
+  already sent;
+- request body cap ``GATEWAY_MAX_BODY_BYTES`` (10 MiB), counted while streaming;
+- circuit breaker ``GATEWAY_BREAKER_FAILURES`` (5) in a row, open ``GATEWAY_BREAKER_OPEN_S`` (30).
+
+Faithfulness: the raw path and query are sent byte for byte, bodies are neither
+decoded nor decompressed, redirects are returned (never followed), every
+``Set-Cookie`` stays a separate header, and no cookie is ever stored between
+clients: one ``requests`` session per process holds the connection pools and its
+cookie jar refuses everything. Bodies stream both ways in 64 KiB blocks.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from typing import Final
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.connectionpool
+from django.http import HttpResponse, StreamingHttpResponse
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from urllib3.exceptions import NewConnectionError
+from urllib3.util import SKIP_HEADER
+
+from gateway_project.conf import GatewayConfig, gateway_config
+from gateway_project.errors import ErrorCode, GatewayError
+from routing.breaker import CircuitBreaker
+from routing.context import RequestContext
+from routing.matcher import raw_target
+
+logger = logging.getLogger("gateway.proxy")
+
+CHUNK_BYTES: Final = 64 * 1024
+# Connections kept per upstream host and worker: enough for a gevent worker's
+# concurrent requests to one upstream without reconnecting under load.
+POOL_MAXSIZE: Final = 256
+POOL_HOSTS: Final = 64
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Request headers the gateway rewrites or must never pass on (a client cannot
+# impersonate the gateway: X-Consumer-*, X-Gateway-*, X-Service-Key are ours).
+REQUEST_DROP: Final = frozenset(
+    {
+        "host",
+        "x-api-key",
+        "x-service-key",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "expect",  # gunicorn already answered 100-continue to the client
+        "content-length",  # re-added as is, with its canonical name
+    }
+)
+GATEWAY_HEADER_PREFIXES: Final = ("x-consumer-", "x-gateway-")
+# gunicorn always writes its own Date and Server; passing the upstream's would duplicate them.
+RESPONSE_DROP: Final = frozenset({"x-api-key", "date", "server"})
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+# --- Headers ------------------------------------------------------------------------------
+
+
+def filter_hop_by_hop(
+    headers: Iterable[tuple[str, str]],
+    drop: frozenset[str] = frozenset(),
+    drop_prefixes: tuple[str, ...] = (),
+) -> list[tuple[str, str]]:
+    """Return the end-to-end headers of ``headers``, in order, duplicates kept.
+
+    Removes the hop-by-hop headers (SPEC §4.7: ``Connection`` and every header it
+    names, ``Keep-Alive``, ``Proxy-*``, ``TE``, ``Trailer``, ``Transfer-Encoding``,
+    ``Upgrade``) plus the lower-case names in ``drop`` and names starting with
+    ``drop_prefixes``. Used for both directions.
+    """
+    headers = list(headers)
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named.update(token.strip().lower() for token in value.split(","))
+    kept = []
+    for name, value in headers:
+        lowered = name.lower()
+        if (
+            lowered in HOP_BY_HOP
+            or lowered in named
+            or lowered.startswith("proxy-")
+            or lowered in drop
+            or (drop_prefixes and lowered.startswith(drop_prefixes))
+        ):
+            continue
+        kept.append((name, value))
+    return kept
+
+
+@lru_cache(maxsize=512)
+def _header_name(meta_key: str) -> str:
+    return meta_key.replace("_", "-").title()
+
+
+def client_headers(meta: Mapping[str, object]) -> list[tuple[str, str]]:
+    """Return the request headers of a WSGI environ as ``(Name, value)`` pairs."""
+    headers = []
+    for key, value in meta.items():
+        if key.startswith("HTTP_"):
+            headers.append((_header_name(key[5:]), str(value)))
+        elif key == "CONTENT_TYPE" and value:
+            headers.append(("Content-Type", str(value)))
+        elif key == "CONTENT_LENGTH" and value:
+            headers.append(("Content-Length", str(value)))
+    return headers
+
+
+def upstream_request_headers(ctx: RequestContext, netloc: str, config: GatewayConfig) -> dict[str, str]:
+    """Return the headers to send upstream (SPEC §4.7)."""
+    meta = ctx.request.META
+    headers = dict(filter_hop_by_hop(client_headers(meta), REQUEST_DROP, GATEWAY_HEADER_PREFIXES))
+    peer = str(meta.get("REMOTE_ADDR", ""))
+    prior = meta.get("HTTP_X_FORWARDED_FOR")
+    trusted = _peer_trusted(peer, config)
+    headers["Host"] = netloc
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = str(
+        (trusted and meta.get("HTTP_X_FORWARDED_PROTO")) or meta.get("wsgi.url_scheme", "http")
+    )
+    forwarded_host = (trusted and meta.get("HTTP_X_FORWARDED_HOST")) or meta.get("HTTP_HOST")
+    if forwarded_host:
+        headers["X-Forwarded-Host"] = str(forwarded_host)
+    headers["X-Request-ID"] = ctx.request_id
+    if ctx.api_key is not None:
+        headers["X-Consumer-ID"] = ctx.api_key.application_id
+        if ctx.application is not None:
+            headers["X-Consumer-Name"] = ctx.application.name
+    if ctx.route is not None and ctx.route.service_key:
+        headers["X-Service-Key"] = ctx.route.service_key
+    length = meta.get("CONTENT_LENGTH")
+    if length:
+        headers["Content-Length"] = str(length)
+    # urllib3 would add its own User-Agent and Accept-Encoding: send only the client's.
+    headers.setdefault("User-Agent", SKIP_HEADER)
+    headers.setdefault("Accept-Encoding", SKIP_HEADER)
+    return headers
+
+
+def _peer_trusted(peer: str, config: GatewayConfig) -> bool:
+    if not config.trusted_proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in config.trusted_proxies)
+
+
+# --- Request bodies -----------------------------------------------------------------------
+
+
+def reject_large_body(ctx: RequestContext) -> None:
+    """Refuse a body whose Content-Length exceeds the cap, before anything is forwarded: 413."""
+    length = ctx.request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > gateway_config().max_body_bytes:
+        raise _too_large()
+
+
+def _too_large() -> GatewayError:
+    return GatewayError(413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is larger than the gateway accepts.")
+
+
+class BodyStream:
+    """The client's request body as a file-like object, counted against the cap as it streams."""
+
+    def __init__(self, stream: object, limit_bytes: int) -> None:
+        self.stream = stream
+        self.limit_bytes = limit_bytes
+        self.sent_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.stream.read(size if size and size > 0 else CHUNK_BYTES)  # type: ignore[attr-defined]  # wsgi.input
+        self.sent_bytes += len(data)
+        if self.sent_bytes > self.limit_bytes:
+            raise _too_large()
+        return data
+
+
+def request_body(meta: Mapping[str, object], config: GatewayConfig) -> BodyStream | None:
+    """Return the streamed body, or None when the request has none."""
+    length = meta.get("CONTENT_LENGTH")
+    chunked = "chunked" in str(meta.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    if not chunked and not length:
+        return None
+    return BodyStream(meta["wsgi.input"], config.max_body_bytes)
+
+
+# --- The session ----------------------------------------------------------------------------
+
+
+class RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie policy that stores and returns nothing: upstream cookies belong to the client."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
+
+
+class RawTargetAdapter(HTTPAdapter):
+    """requests' adapter, sending the request target we computed instead of re-deriving it.
+
+    requests rebuilds the target from the URL with ``urlsplit`` (a lone ``?`` is lost);
+    we send ``request.target``, the raw path and query exactly as the client wrote them.
+    """
+
+    def request_url(self, request: PreparedRequest, proxies: Mapping[str, str] | None) -> str:
+        return request.target  # type: ignore[attr-defined, no-any-return]  # set by _prepare
+
+
+_VALID_TARGET = re.compile(r"[\x21-\x7e]*\Z")
+_original_encode_target = urllib3.connectionpool._encode_target
+
+
+def _encode_target_keeping_valid(target: str) -> str:
+    """Leave an already valid request target alone (urllib3 would upper-case ``%2f`` and
+    re-encode a stray ``%``), changing the bytes the upstream receives."""
+    if _VALID_TARGET.match(target):
+        return target
+    return _original_encode_target(target)
+
+
+urllib3.connectionpool._encode_target = _encode_target_keeping_valid
+
+
+def new_session() -> requests.Session:
+    """Return a Session for one process: no env proxies, no cookie jar, no retries, big pools."""
+    session = requests.Session()
+    session.trust_env = False
+    session.max_redirects = 0
+    session.cookies.set_policy(RejectAllCookies())
+    adapter = RawTargetAdapter(pool_connections=POOL_HOSTS, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+_session: requests.Session | None = None
+_session_pid = 0
+_breaker: CircuitBreaker | None = None
+
+
+def session() -> requests.Session:
+    """Return this process's session (a new one after a fork: pools are not shared)."""
+    global _session, _session_pid
+    if _session is None or _session_pid != os.getpid():
+        _session, _session_pid = new_session(), os.getpid()
+    return _session
+
+
+def breaker() -> CircuitBreaker:
+    """Return this process's circuit breaker."""
+    global _breaker
+    if _breaker is None:
+        config = gateway_config()
+        _breaker = CircuitBreaker(config.breaker_failures, config.breaker_open_s)
+    return _breaker
+
+
+# --- Forwarding -----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def split_base(url: str) -> tuple[str, str, str]:
+    """Return ``(scheme://netloc, path without trailing /, netloc)`` of an upstream base URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), parts.netloc
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not be used. ``reached``: the request may have reached it."""
+
+    def __init__(self, error: GatewayError, *, reached: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reached = reached
+
+
+def forward(ctx: RequestContext) -> HttpResponse:
+    """Send the request to ``ctx.version``'s URL (or the fallback) and return the streamed answer.
+
+    Raises GatewayError 502 ``upstream_unavailable``, 504 ``upstream_timeout``,
+    503 ``circuit_open`` or 413 ``payload_too_large`` (SPEC §4.8, §4.9).
+    """
+    route, version = ctx.route, ctx.version
+    assert route is not None and version is not None  # noqa: S101 - resolved by the pipeline
+    config = gateway_config()
+    meta = ctx.request.META
+    _, query = raw_target(meta)
+    path = route.upstream_prefix + ctx.rest_path
+    body = request_body(meta, config)
+    fallback = route.fallback_url if route.fallback_url and not route.fallback_url.startswith("queue://") else None
+    circuits = breaker()
+
+    if circuits.allow(version.url):
+        try:
+            return _send(ctx, version.url, path, query, body, route.timeout_ms, config)
+        except UpstreamFailure as failure:
+            retry = fallback is not None and (
+                not failure.reached
+                or (ctx.request.method in IDEMPOTENT_METHODS and (body is None or body.sent_bytes == 0))
+            )
+            if not retry or not circuits.allow(fallback):  # type: ignore[arg-type]  # retry implies a fallback
+                raise failure.error from None
+    elif fallback is None or not circuits.allow(fallback):
+        raise GatewayError(503, ErrorCode.CIRCUIT_OPEN, "The upstream is failing; requests are paused briefly.")
+    assert fallback is not None  # noqa: S101 - both branches above reach here only with a fallback
+    ctx.fallback_used = True
+    try:
+        response = _send(ctx, fallback, path, query, body, route.timeout_ms, config)
+    except UpstreamFailure as failure:
+        raise failure.error from None
+    response["X-Gateway-Fallback"] = "1"
+    return response
+
+
+def _send(
+    ctx: RequestContext,
+    base_url: str,
+    path: str,
+    query: str | None,
+    body: BodyStream | None,
+    timeout_ms: int | None,
+    config: GatewayConfig,
+) -> HttpResponse:
+    origin, base_path, netloc = split_base(base_url)
+    target = (base_path + path) or "/"
+    if query is not None:
+        target += "?" + query
+    prepared = PreparedRequest()
+    prepared.method = ctx.request.method
+    prepared.url = origin + target
+    prepared.target = target  # type: ignore[attr-defined]  # read by RawTargetAdapter
+    prepared.headers = upstream_request_headers(ctx, netloc, config)  # type: ignore[assignment]  # a plain dict is enough
+    prepared.body = body  # type: ignore[assignment]  # file-like, streamed by urllib3
+    ctx.upstream = base_url
+    read_timeout_s = (timeout_ms or config.upstream_timeout_ms) / 1000
+    circuits = breaker()
+    adapter = session().get_adapter(prepared.url)
+    try:
+        upstream = adapter.send(
+            prepared, stream=True, timeout=(config.connect_timeout_ms / 1000, read_timeout_s), verify=True
+        )
+    except requests.exceptions.ConnectTimeout:
+        circuits.record_failure(base_url)
+        raise UpstreamFailure(_timeout(), reached=False) from None
+    except requests.exceptions.ReadTimeout:
+        circuits.record_failure(base_url)
+        raise UpstreamFailure(_timeout(), reached=True) from None
+    except requests.exceptions.SSLError:
+        circuits.record_failure(base_url)
+        raise UpstreamFailure(_unavailable(), reached=False) from None
+    except requests.exceptions.ConnectionError as exc:
+        circuits.record_failure(base_url)
+        raise UpstreamFailure(_unavailable(), reached=not _nothing_sent(exc)) from None
+    except GatewayError:
+        circuits.record_success(base_url)  # it answered the connection: the body was the problem
+        raise
+    except requests.exceptions.RequestException as exc:
+        logger.warning("upstream request failed: %s", type(exc).__name__, extra={"request_id": ctx.request_id})
+        raise UpstreamFailure(_unavailable(), reached=True) from None
+    circuits.record_success(base_url)
+    return build_response(upstream, ctx.request.method or "GET")
+
+
+def _nothing_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection itself failed (refused, DNS): the upstream saw nothing."""
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(reason, NewConnectionError)
+
+
+def _timeout() -> GatewayError:
+    return GatewayError(504, ErrorCode.UPSTREAM_TIMEOUT, "The upstream did not answer in time.")
+
+
+def _unavailable() -> GatewayError:
+    return GatewayError(502, ErrorCode.UPSTREAM_UNAVAILABLE, "The upstream could not be reached.")
+
+
+# --- Responses ------------------------------------------------------------------------------
+
+
+class RawSetCookie:
+    """One upstream ``Set-Cookie`` value, kept byte for byte.
+
+    Stored in ``response.cookies`` so both our WSGI fast path and Django's handler
+    emit it as its own header (they call ``output(header="")`` on each value).
+    """
+
+    __slots__ = ("coded_value", "key", "value")
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        pair = value.split(";", 1)[0]
+        self.key, _, self.coded_value = (part.strip() for part in pair.partition("="))
+
+    def output(self, attrs: object = None, header: str = "Set-Cookie:") -> str:
+        return f"{header} {self.value}" if header else self.value
+
+    def OutputString(self, attrs: object = None) -> str:  # http.cookies.Morsel's name
+        return self.value
+
+
+def build_response(upstream: requests.Response, method: str) -> HttpResponse:
+    """Turn the upstream answer into a Django response streaming its raw body."""
+    raw = upstream.raw
+    status = raw.status
+    headers = filter_hop_by_hop(raw.headers.iteritems(), RESPONSE_DROP)
+    try:
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            response: HttpResponse = HttpResponse(status=status, reason=raw.reason or None)
+            _release(raw, complete=True)
+        else:
+            response = StreamingHttpResponse(  # type: ignore[assignment]  # same interface for our callers
+                stream_body(raw), status=status, reason=raw.reason or None
+            )
+    except ValueError:
+        _release(raw, complete=False)
+        raise GatewayError(502, ErrorCode.UPSTREAM_UNAVAILABLE, "The upstream sent an invalid answer.") from None
+    del response.headers["Content-Type"]  # Django's default; only the upstream's counts
+    cookie_index = 0
+    for name, value in headers:
+        if name.lower() == "set-cookie":
+            dict.__setitem__(response.cookies, f"{cookie_index}", RawSetCookie(value))
+            cookie_index += 1
+        elif name in response.headers:
+            response.headers[name] = f"{response.headers[name]}, {value}"
+        else:
+            response.headers[name] = value
+    return response
+
+
+def stream_body(raw: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """Yield the raw (still encoded) body in blocks as they arrive; release the connection after."""
+    complete = False
+    try:
+        if raw.chunked and raw.supports_chunked_reads():  # type: ignore[attr-defined]  # urllib3.HTTPResponse
+            for block in raw.read_chunked(CHUNK_BYTES, decode_content=False):  # type: ignore[attr-defined]
+                if block:
+                    yield block
+        else:
+            while block := raw.read1(CHUNK_BYTES, decode_content=False):
+                yield block
+        complete = True
+    except Exception as exc:
+        # Re-raised so the server drops the client connection: a truncated body must not look complete.
+        logger.warning("upstream body interrupted: %s", type(exc).__name__)
+        raise
+    finally:
+        _release(raw, complete=complete)
+
+
+def _release(raw: urllib3.BaseHTTPResponse, *, complete: bool) -> None:
+    if not complete:
+        raw.close()  # a half-read connection cannot be reused
+    raw.release_conn()
