@@ -1,19 +1,26 @@
 """JSON shapes of the admin REST API (SPEC §7): the model field names, nothing secret.
 
-Serializers only parse and render: they check types and sizes so the OpenAPI schema
-is exact, and leave every rule about what is *valid* to the models, whose
-``full_clean()`` the services run (one source of truth with the admin UI). DRF's
-unique validators are dropped for that reason.
+Serializers parse and render. Field checks are the model fields' own validators
+(ModelSerializer copies them, as the admin's ModelForm does), so every bad field is
+reported at once; uniqueness and ``clean()`` are left to the model's ``full_clean()``,
+which the services run (one source of truth with the admin UI).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
 
 from access.models import ApiKey, Application, EndpointWhitelist
+from gateway_project.validators import (
+    validate_method_list,
+    validate_origin_list,
+    validate_service_list,
+    validate_version_list,
+)
 from routing.models import ServiceConfig, ServiceVersion
 
 # PostgreSQL's integer column; a larger number is refused before it reaches the database.
@@ -21,9 +28,13 @@ INT_MAX = 2_147_483_647
 LIST_MAX_ITEMS = 200
 
 
-def string_list(item_max_length: int, help_text: str) -> serializers.ListField:
-    """Return a JSON list-of-strings field (NUL characters refused, as PostgreSQL would)."""
+def string_list(item_max_length: int, help_text: str, validator: Callable[[object], None]) -> serializers.ListField:
+    """Return a JSON list-of-strings field checked by the model field's ``validator``.
+
+    NUL characters are refused, as PostgreSQL would refuse them.
+    """
     return serializers.ListField(
+        validators=[validator],
         child=serializers.CharField(max_length=item_max_length, allow_blank=False, trim_whitespace=False),
         required=False,
         max_length=LIST_MAX_ITEMS,
@@ -42,7 +53,17 @@ class NullableBlankMixin:
         return values
 
 
-class ServiceSerializer(NullableBlankMixin, serializers.ModelSerializer):
+class ModelRulesSerializer(serializers.ModelSerializer):
+    """A ModelSerializer that leaves uniqueness to the model's ``full_clean()`` (run by the services)."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for field_ in fields.values():
+            field_.validators = [v for v in field_.validators if not isinstance(v, UniqueValidator)]
+        return fields
+
+
+class ServiceSerializer(NullableBlankMixin, ModelRulesSerializer):
     """A service config (table gateway_service_config)."""
 
     class Meta:
@@ -64,13 +85,12 @@ class ServiceSerializer(NullableBlankMixin, serializers.ModelSerializer):
         validators: list[object] = []
         blank_is_null = ("current_version", "fallback_url")
         extra_kwargs = {
-            "service_name": {"validators": []},
-            "route_prefix": {"validators": [], "required": False},
+            "route_prefix": {"required": False},
             "timeout_ms": {"min_value": 1, "max_value": 3_600_000},
         }
 
 
-class ServiceVersionSerializer(serializers.ModelSerializer):
+class ServiceVersionSerializer(ModelRulesSerializer):
     """A version of a service (table gateway_service_version)."""
 
     service = serializers.SlugRelatedField(slug_field="service_name", read_only=True)
@@ -83,12 +103,14 @@ class ServiceVersionSerializer(serializers.ModelSerializer):
         extra_kwargs = {"weight": {"min_value": 0, "max_value": 1000}}
 
 
-class ApplicationSerializer(serializers.ModelSerializer):
+class ApplicationSerializer(ModelRulesSerializer):
     """A client application (table gateway_application)."""
 
-    allowed_services = string_list(63, "Service names; empty: all.")
-    allowed_versions = string_list(32, "Versions; empty: all.")
-    allowed_origins = string_list(255, "Browser origins such as https://app.example.com; empty: none.")
+    allowed_services = string_list(63, "Service names; empty: all.", validate_service_list)
+    allowed_versions = string_list(32, "Versions; empty: all.", validate_version_list)
+    allowed_origins = string_list(
+        255, "Browser origins such as https://app.example.com; empty: none.", validate_origin_list
+    )
 
     class Meta:
         model = Application
@@ -105,14 +127,14 @@ class ApplicationSerializer(serializers.ModelSerializer):
         )
         read_only_fields = ("id", "created_at", "updated_at")
         validators: list[object] = []
-        extra_kwargs = {"name": {"validators": []}, "description": {"max_length": 10_000}}
+        extra_kwargs = {"description": {"max_length": 10_000}}
 
 
-class WhitelistEntrySerializer(serializers.ModelSerializer):
+class WhitelistEntrySerializer(ModelRulesSerializer):
     """An endpoint whitelist entry of an application (table gateway_endpoint_whitelist)."""
 
-    allowed_methods = string_list(16, "Upper-case HTTP methods; empty: all.")
-    allowed_versions = string_list(32, "Versions; empty: all.")
+    allowed_methods = string_list(16, "Upper-case HTTP methods; empty: all.", validate_method_list)
+    allowed_versions = string_list(32, "Versions; empty: all.", validate_version_list)
 
     class Meta:
         model = EndpointWhitelist

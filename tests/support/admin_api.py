@@ -1,0 +1,40 @@
+"""Helpers for admin API tests: staff users, authenticated clients, distinct client addresses."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+PASSWORD = "correct-horse-battery-staple-9"
+
+
+def make_user(username: str = "ops", *, is_staff: bool = True, password: str = PASSWORD) -> User:
+    """Create a user (staff by default) with ``password``."""
+    return User.objects.create_user(username, password=password, is_staff=is_staff)
+
+
+def basic_header(username: str, password: str = PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def token_header(user: User) -> str:
+    return f"Token {Token.objects.get_or_create(user=user)[0].key}"
+
+
+def unique_ip() -> str:
+    """Return a fresh client address, so login-failure counts of different tests never meet."""
+    return "10.{}.{}.{}".format(*secrets.token_bytes(3))
+
+
+def client_for(user: User | None = None, *, authorization: str | None = None, ip: str | None = None) -> APIClient:
+    """Return an APIClient: forced-authenticated as ``user``, or sending ``authorization``."""
+    client = APIClient(REMOTE_ADDR=ip or unique_ip())
+    if user is not None:
+        client.force_authenticate(user)
+    if authorization is not None:
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+    return client
