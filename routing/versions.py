@@ -34,14 +34,15 @@ def check_pinned_version(ctx: RequestContext) -> None:
 def choose_version(ctx: RequestContext) -> None:
     """Set ``ctx.version`` for an unpinned request, among the versions the caller may use.
 
-    The caller's limits are the application's ``allowed_versions`` (the key's
-    application, or the public entry's owner) and the matched entry's versions.
+    The caller's limits are the matched entry's versions and its application's
+    ``allowed_versions`` (the owner of the entry that granted access, else the key's
+    application), the same rules ``authorize_version`` applies afterwards.
     """
     if ctx.version is not None:
         return
     route = ctx.route
     assert route is not None  # noqa: S101 - resolve_route runs first
-    application = ctx.application or ctx.entry_owner
+    application = ctx.entry_owner or ctx.application
     app_versions = application.allowed_versions if application is not None else frozenset()
     entry_versions = ctx.entry.versions if ctx.entry is not None else frozenset()
     ctx.version = pick_version(route, (app_versions, entry_versions), rng)
