@@ -10,6 +10,10 @@ client) keeps its metrics in memory.
 
 Label values are bounded: service and version names come from the configuration,
 methods from a fixed set, status is the numeric code. Paths are never labels.
+
+This module is imported by the gunicorn master (``on_starting``, ``child_exit``), before
+gevent patches the standard library, so it must not import Django at module level:
+``django.db`` made there would keep unpatched thread-locals in every worker.
 """
 
 from __future__ import annotations
@@ -25,12 +29,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.views.decorators.http import require_safe
-
 from admin_panel import dashboard_traffic
 
 if TYPE_CHECKING:
+    from django.http import HttpResponseBase
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     from routing.context import RequestContext
@@ -201,9 +203,9 @@ def gateway_error_code(request_id: str, response: HttpResponseBase) -> str | Non
     An upstream's own 502 or 429 passes through unchanged and is not ours: ours is a
     small JSON ``{"error": {...}}`` body naming this request's id.
     """
-    if response.status_code < 400 or response.streaming or not isinstance(response, HttpResponse):
+    if response.status_code < 400 or response.streaming:
         return None
-    content = response.content
+    content = getattr(response, "content", b"")
     if len(content) > _MAX_ERROR_BODY_BYTES or not content.startswith(b'{"error"'):
         return None
     try:
@@ -222,19 +224,18 @@ def _note_config_version(metrics: GatewayMetrics, snapshot: Snapshot | None) -> 
         metrics.config_version.set(snapshot.version)
 
 
-@require_safe
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Answer ``GET /metrics``: every worker of this gunicorn, in Prometheus text format."""
+def exposition() -> tuple[bytes, str]:
+    """Return ``(body, content type)`` of every worker's metrics in Prometheus text format."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from gateway_project.ops import loaded_snapshot
+    from routing.snapshot import installed
 
     metrics = gateway_metrics()
-    _note_config_version(metrics, loaded_snapshot())
+    _note_config_version(metrics, installed())
     if metrics.multiprocess:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
     else:
         registry = metrics.registry
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,4 +1,4 @@
-"""Liveness and readiness endpoints (SPEC §8).
+"""The operations endpoints: liveness, readiness and metrics (SPEC §8).
 
 ``/healthz`` answers while the process runs. ``/readyz`` checks the database, the
 cache, the broker and the loaded snapshot at the same time, each bounded by
@@ -20,15 +20,11 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-
-if TYPE_CHECKING:
-    from routing.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +58,6 @@ def readiness_targets() -> ReadinessTargets:
         broker_dir=Path(settings.CELERY_BROKER_DIR),
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
     )
-
-
-def loaded_snapshot() -> Snapshot | None:
-    """Return the snapshot this process serves from, or None before the first load (never queries)."""
-    from routing import snapshot
-
-    return snapshot.installed()
 
 
 def check_database() -> None:
@@ -199,3 +188,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if not ready:
         logger.warning("not ready", extra={"checks": checks})
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+@never_cache
+@require_safe
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Answer ``GET /metrics``: every worker of this gunicorn, in Prometheus text format."""
+    from gateway_project.metrics import exposition
+
+    body, content_type = exposition()
+    return HttpResponse(body, content_type=content_type)

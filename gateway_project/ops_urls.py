@@ -2,10 +2,10 @@
 
 from django.urls import path
 
-from gateway_project import metrics, ops
+from gateway_project import ops
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics", ops.metrics_view, name="metrics"),
 ]

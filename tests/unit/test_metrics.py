@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +20,8 @@ from gateway_project import metrics
 from gateway_project.errors import ErrorCode, GatewayError
 from routing.context import RateDecision, RequestContext
 from routing.snapshot import CompiledRoute, CompiledVersion, Snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_ctx(
@@ -174,7 +178,7 @@ def test_config_version_gauge_follows_the_snapshot_served(fresh) -> None:
     assert sample(m, "gateway_config_version") == 8
 
 
-def test_metrics_view_answers_prometheus_text(fresh, client) -> None:
+def test_metrics_endpoint_answers_prometheus_text(fresh, client) -> None:
     metrics.observe_request(make_ctx(), HttpResponse())
     response = client.get("/metrics")
     assert response.status_code == 200
@@ -235,6 +239,13 @@ def test_processes_sharing_the_directory_are_summed_and_start_wipes_it(tmp_path:
     metrics.on_starting()
     assert not list(tmp_path.glob("*.db"))
     metrics.gateway_metrics.cache_clear()
+
+
+def test_importing_metrics_in_the_gunicorn_master_leaves_django_db_alone() -> None:
+    """The master imports this module before gevent patches threads; django.db must come later."""
+    code = "import sys, gateway_project.metrics; print('django.db' in sys.modules, 'django.http' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.split() == ["False", "False"]
 
 
 def test_on_starting_without_a_directory_makes_a_private_one(monkeypatch) -> None:
