@@ -59,6 +59,7 @@ def test_every_admin_page_renders_for_a_superuser(admin_client: Client, config: 
     for url in [reverse("admin:index"), *urls]:
         response = admin_client.get(url)
         assert response.status_code == 200, url
+        assert "API gateway admin" in response.content.decode(), url
 
 
 def test_every_admin_page_redirects_anonymous_users_to_login(client: Client, config: dict[str, Any]) -> None:
