@@ -2,12 +2,12 @@
 
 The admin API is reachable on the public port by default, so password guessing is
 limited for HTTP Basic, ``Authorization: Token`` and the admin UI's login form alike.
-Failures are counted per client IP in a fixed window in the default cache (Redis
-when ``REDIS_URL`` is set, so every worker and node shares the count). Once an
-address reaches ``GATEWAY_ADMIN_LOGIN_MAX_FAILURES`` (default 10) failures within
-``GATEWAY_ADMIN_LOGIN_WINDOW_S`` (default 60 s), every login from it is refused
-until the window ends, correct credentials included: 429 with ``Retry-After`` on the
-API, a form error (status 429) in the UI. 0 turns the limit off.
+Failures are counted per client IP in the default cache (Redis when ``REDIS_URL`` is
+set, so every worker and node shares the count). Once an address reaches
+``GATEWAY_ADMIN_LOGIN_MAX_FAILURES`` (default 10) failures within
+``GATEWAY_ADMIN_LOGIN_WINDOW_S`` (default 60 s) of its first one, every login from it
+is refused for the next window, correct credentials included: 429 with
+``Retry-After`` on the API, a form error (status 429) in the UI. 0 turns the limit off.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ CACHE_PREFIX = "admin-login-failures"
 
 
 class LoginGuard:
-    """Count failed logins per client IP in fixed windows; tell how long an address must wait.
+    """Count failed logins per client IP; lock an address out for ``window_s`` at ``max_failures``.
 
+    Failures are counted from an address's first failure for ``window_s``; reaching
+    ``max_failures`` locks the address for ``window_s`` from that last failure.
     ``clock`` returns seconds (``time.time``); tests swap it.
     """
 
@@ -61,30 +63,27 @@ class LoginGuard:
         """Return the seconds ``client_ip`` must wait before another login, or None when it may try."""
         if self.max_failures <= 0:
             return None
+        locked_until = self.store.get(f"{CACHE_PREFIX}:locked:{client_ip}")
         now = self.clock()
-        failures = self.store.get(self._key(client_ip, now), 0)
-        if failures < self.max_failures:
+        if locked_until is None or locked_until <= now:
             return None
-        return max(1, math.ceil(self._window_end(now) - now))
+        return max(1, math.ceil(locked_until - now))
 
     def record_failure(self, client_ip: str) -> None:
-        """Count one failed login from ``client_ip``."""
+        """Count one failed login from ``client_ip``; lock it out when that reaches the limit."""
         if self.max_failures <= 0:
             return
-        now = self.clock()
-        key = self._key(client_ip, now)
-        # add() then incr(): atomic on Redis, and the key expires with its window.
-        self.store.add(key, 0, timeout=self.window_s + 1)
+        key = f"{CACHE_PREFIX}:count:{client_ip}"
+        # add() then incr(): atomic on Redis; the count expires window_s after the first failure.
+        self.store.add(key, 0, timeout=self.window_s)
         try:
-            self.store.incr(key)
+            failures = self.store.incr(key)
         except ValueError:  # expired between add() and incr()
-            self.store.add(key, 1, timeout=self.window_s + 1)
-
-    def _key(self, client_ip: str, now: float) -> str:
-        return f"{CACHE_PREFIX}:{client_ip}:{int(now // self.window_s)}"
-
-    def _window_end(self, now: float) -> float:
-        return (int(now // self.window_s) + 1) * self.window_s
+            self.store.add(key, 1, timeout=self.window_s)
+            failures = 1
+        if failures >= self.max_failures:
+            self.store.set(f"{CACHE_PREFIX}:locked:{client_ip}", self.clock() + self.window_s, timeout=self.window_s)
+            self.store.delete(key)
 
 
 @cache

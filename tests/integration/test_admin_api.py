@@ -13,13 +13,18 @@ from django.utils import timezone
 from access.keys import hash_verify
 from access.models import ApiKey, Application, EndpointWhitelist
 from routing.models import ServiceConfig, ServiceVersion
-from tests.support.admin_api import client_for, make_user
+from tests.support.admin_api import client_for, make_user, use_fast_password_hashing
 from tests.support.builders import make_app, make_entry, make_key, make_service
 
 pytestmark = pytest.mark.django_db
 
 SERVICES = "/admin/routing/services"
 APPS = "/admin/access/applications"
+
+
+@pytest.fixture(autouse=True)
+def _fast_hashing(request, settings) -> None:
+    use_fast_password_hashing(request, settings)
 
 
 @pytest.fixture

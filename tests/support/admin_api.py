@@ -38,3 +38,15 @@ def client_for(user: User | None = None, *, authorization: str | None = None, ip
     if authorization is not None:
         client.credentials(HTTP_AUTHORIZATION=authorization)
     return client
+
+
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def use_fast_password_hashing(request, settings) -> None:  # type: ignore[no-untyped-def]  # pytest fixtures
+    """Hash test passwords with MD5 (argon2 makes every login ~0.1 s), except for live servers.
+
+    A live gunicorn reads the real settings, which only verify argon2/PBKDF2/bcrypt hashes.
+    """
+    if "gateway_server" not in request.fixturenames:
+        settings.PASSWORD_HASHERS = FAST_HASHERS
