@@ -150,6 +150,7 @@ class BoundedLru(Generic[K, V]):
 class _FailureWindow:
     started_at: float
     failures: int
+    pending: int = 0  # verifications in flight
     warned: bool = False
 
 
@@ -253,12 +254,14 @@ class KeyVerifier:
         if known_wrong:
             return _INVALID
         if not verified:
-            retry_after_s = self._throttled_for(client)
+            retry_after_s = self._admit(client)
             if retry_after_s is not None:
                 return KeyVerdict(KeyOutcome.INVALID, retry_after_s=retry_after_s)
-            verified = self._verify_once(digest, key, secret)
+            try:
+                verified = self._verify_once(digest, key, secret)
+            finally:
+                self._settle(client, key.prefix, failed=not verified)
             if not verified:
-                self._count_failure(client, key.prefix)
                 return _INVALID
         if key.expires_at is not None and key.expires_at <= self.now():
             return KeyVerdict(KeyOutcome.EXPIRED, key)
@@ -301,21 +304,32 @@ class KeyVerifier:
             self._failed.retain(unchanged)
             self._keys_seen = keys
 
-    def _throttled_for(self, client: str) -> int | None:
-        with self._lock:
-            window = self._clients.get(client)
-            if window is None or window.failures < self.failure_budget:
-                return None
-            left_s = window.started_at + self.failure_window_s - self.monotonic()
-        return max(1, int(left_s + 0.999)) if left_s > 0 else None
+    def _admit(self, client: str) -> int | None:
+        """Reserve one verification for ``client``; return seconds to wait when over budget.
 
-    def _count_failure(self, client: str, prefix: str) -> None:
+        Verifications in flight count against the budget, so concurrent guesses cannot
+        slip past it before their failures are known.
+        """
         now = self.monotonic()
         with self._lock:
             window = self._clients.get(client)
             if window is None or now - window.started_at >= self.failure_window_s:
                 window = _FailureWindow(started_at=now, failures=0)
                 self._clients.put(client, window)
+            if window.failures + window.pending >= self.failure_budget:
+                left_s = window.started_at + self.failure_window_s - now
+                return max(1, int(left_s + 0.999))
+            window.pending += 1
+        return None
+
+    def _settle(self, client: str, prefix: str, *, failed: bool) -> None:
+        with self._lock:
+            window = self._clients.get(client)
+            if window is None:
+                return
+            window.pending = max(0, window.pending - 1)
+            if not failed:
+                return
             window.failures += 1
             warn = window.failures >= self.failure_budget and not window.warned
             window.warned = window.warned or warn

@@ -254,3 +254,23 @@ def test_default_offload_runs_verification_in_another_thread() -> None:
     run = keys.default_offload()
     assert run(record_thread, "a", "a") is True
     assert seen and seen[0] != threading.current_thread().name
+
+
+def test_concurrent_guesses_cannot_slip_past_the_failure_budget() -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def slow_offload(fn: Callable[[str, str], bool], stored: str, secret: str) -> bool:
+        with lock:
+            calls.append(1)
+        time.sleep(0.05)
+        return fn(stored, secret)
+
+    verifier = KeyVerifier("s", offload=slow_offload, failure_budget=3, now=lambda: NOW)
+    table = {"gk_a": compiled("gk_a", "right")}
+    threads = [threading.Thread(target=verifier.check, args=(f"gk_a.guess{i}", table, "10.6.6.6")) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(calls) == 3
