@@ -41,6 +41,14 @@ def gateway_application(environ: dict[str, Any], start_response: StartResponse) 
     request = WSGIRequest(environ)
     response = pipeline.handle(request)
     response._handler_class = type(django_application)  # the sender of request_finished, as Django sets it
+    if (
+        not response.streaming
+        and "Content-Length" not in response
+        and response.status_code not in (204, 304)
+        and environ.get("REQUEST_METHOD") != "HEAD"
+    ):
+        # As Django's CommonMiddleware would: lets the client keep the connection without chunking.
+        response.headers["Content-Length"] = str(len(response.content))
     headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
     start_response(f"{response.status_code} {response.reason_phrase}", headers)
     return response
