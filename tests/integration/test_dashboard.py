@@ -6,15 +6,20 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 from admin_panel import dashboard, dashboard_traffic
 from admin_panel.dashboard_traffic import FileTrafficStore, TrafficRecorder
+from tests.support.builders import make_public_app, make_service
+from tests.support.upstream import EchoUpstream
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("admin_panel.urls")]
 
@@ -127,3 +132,37 @@ def test_queue_stats_are_reused_for_a_few_seconds(monkeypatch) -> None:
     assert dashboard.queue_depths(now + 10)[0]["depth"] == 2
     assert calls == [dashboard.QUEUE_STATS_TIMEOUT_S] * 2
     dashboard._queue_memo.clear()
+
+
+def test_live_dashboard_shows_traffic_of_every_gateway_worker(
+    gateway_server, echo_upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    """Gateway workers flush their counts; the admin panel's dashboard, another process, shows them."""
+    make_service("orders", echo_upstream.url)
+    make_public_app("/api/v1/orders/*")
+    user = get_user_model().objects.create_user("ops-live", password="x-long-password-1", is_staff=True)
+    browser = Client()
+    browser.force_login(user)
+    session = {"sessionid": browser.cookies["sessionid"].value}
+    shared = {"GATEWAY_TRAFFIC_DIR": str(tmp_path / "traffic"), "GATEWAY_CACHE_PREFIX": f"t{uuid.uuid4().hex[:12]}"}
+    gateway = gateway_server(workers=2, env=shared)
+    panel = gateway_server(workers=1, env=shared, app="admin_panel.wsgi:application")
+
+    for i in range(12):
+        path = f"/api/v1/orders/{i}" if i % 4 else "/api/v1/missing"
+        requests.get(gateway.url + path, timeout=10, headers={"Connection": "close"})
+
+    deadline = time.monotonic() + 3 * dashboard_traffic.FLUSH_INTERVAL_S
+    totals: dict[str, int] = {}
+    while time.monotonic() < deadline and totals != {"orders": 9, "": 3}:
+        time.sleep(0.5)
+        data = requests.get(panel.url + "/admin/dashboard/data", cookies=session, timeout=10).json()
+        totals = {s["service"]: s["totals"]["requests"] for s in data["services"]}
+    assert totals == {"orders": 9, "": 3}
+
+    page = requests.get(panel.url + "/admin/dashboard/", cookies=session, timeout=10)
+    assert page.status_code == 200
+    assert "gw-chart-rpm" in page.text
+    assert "Traceback" not in page.text
+    anonymous = requests.get(panel.url + "/admin/dashboard/data", timeout=10, allow_redirects=False)
+    assert anonymous.status_code == 302
