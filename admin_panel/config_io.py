@@ -182,6 +182,7 @@ class _Desired:
 
     location: str
     values: dict[str, object]
+    raw: Mapping[str, object]  # as in the document: its nested lists are parsed next
     children: dict[str, _Desired] = field(default_factory=dict)
 
 
@@ -207,7 +208,7 @@ class _Parser:
         )
         for service in services.values():
             service.children = self.rows(
-                service.raw,  # type: ignore[attr-defined]  # set by row()
+                service.raw,
                 "versions",
                 "version",
                 lambda loc, raw: self.row(loc, raw, VERSION_FIELDS, ServiceVersion, exclude=("service",)),
@@ -223,7 +224,7 @@ class _Parser:
         )
         for app in applications.values():
             app.children = self.rows(
-                app.raw,  # type: ignore[attr-defined]  # set by row()
+                app.raw,
                 "whitelist",
                 "endpoint_path",
                 lambda loc, raw: self.row(loc, raw, ENTRY_FIELDS, EndpointWhitelist, exclude=("application",)),
@@ -253,7 +254,9 @@ class _Parser:
             row = parse(f"{location}[{index}]", raw)
             if row is None:
                 continue
-            key = str(row.values[natural_key])
+            key = row.values[natural_key]
+            if not isinstance(key, str):
+                continue  # already reported as missing or mistyped
             if key in rows:
                 self.problem(f"{row.location}.{natural_key}", f"Duplicate of {rows[key].location} ('{key}').")
                 continue
@@ -270,28 +273,32 @@ class _Parser:
         exclude: Iterable[str] = (),
         extra: Iterable[str] = (),
     ) -> _Desired | None:
-        """Check one row's keys and JSON types, then the model's own validation."""
+        """Check one row's keys and JSON types, then the model's own validation.
+
+        An invalid row is still returned (its problems recorded), so its nested rows
+        and its natural key are checked too and every problem is reported at once.
+        """
         if not isinstance(raw, Mapping):
             self.problem(location, "Must be an object.")
             return None
         nested = {"versions"} if model is ServiceConfig else set(extra)
         self.unknown_keys(location, raw, set(spec) | nested)
         values: dict[str, object] = {}
-        ok = True
+        typed = True
         for name, (types, default) in spec.items():
             if name not in raw:
                 if default is REQUIRED:
                     self.problem(f"{location}.{name}", "This field is required.")
-                    ok = False
+                    typed = False
                 values[name] = list(default) if isinstance(default, list) else default
                 continue
             value = raw[name]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 self.problem(f"{location}.{name}", f"Must be {_type_names(types)}.")
-                ok = False
+                typed = False
             values[name] = None if name in BLANK_IS_NULL and value == "" else value
-        if not ok:
-            return None
+        if not typed:
+            return _Desired(location, values, raw)
         instance = model(**values)
         try:
             instance.full_clean(exclude=list(exclude), validate_unique=False, validate_constraints=False)
@@ -300,11 +307,9 @@ class _Parser:
                 where = location if name == NON_FIELD_ERRORS else f"{location}.{name}"
                 for message in messages:
                     self.problem(where, message)
-            return None
+            return _Desired(location, values, raw)
         # clean() normalizes (e.g. fills the default route prefix): compare what would be stored.
-        row = _Desired(location, {name: getattr(instance, name) for name in spec})
-        row.raw = raw  # type: ignore[attr-defined]  # the nested lists are parsed next
-        return row
+        return _Desired(location, {name: getattr(instance, name) for name in spec}, raw)
 
     def unknown_keys(self, location: str, raw: Mapping[str, object], known: set[str]) -> None:
         for name in raw:
@@ -316,6 +321,8 @@ class _Parser:
         seen: dict[object, str] = {}
         for row in rows:
             value = row.values[name]
+            if not isinstance(value, str):
+                continue
             if value in seen:
                 self.problem(f"{row.location}.{name}", f"Also used by {seen[value]} ('{value}').")
             else:
