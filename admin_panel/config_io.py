@@ -284,29 +284,29 @@ class _Parser:
         nested = {"versions"} if model is ServiceConfig else set(extra)
         self.unknown_keys(location, raw, set(spec) | nested)
         values: dict[str, object] = {}
-        typed = True
+        unusable: list[str] = []  # missing or mistyped: left out of the model checks
         for name, (types, default) in spec.items():
             if name not in raw:
                 if default is REQUIRED:
                     self.problem(f"{location}.{name}", "This field is required.")
-                    typed = False
+                    unusable.append(name)
                 values[name] = list(default) if isinstance(default, list) else default
                 continue
             value = raw[name]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 self.problem(f"{location}.{name}", f"Must be {_type_names(types)}.")
-                typed = False
+                unusable.append(name)
             values[name] = None if name in BLANK_IS_NULL and value == "" else value
-        if not typed:
-            return _Desired(location, values, raw)
-        instance = model(**values)
+        instance = model(**{name: value for name, value in values.items() if name not in unusable})
         try:
-            instance.full_clean(exclude=list(exclude), validate_unique=False, validate_constraints=False)
+            instance.full_clean(exclude=[*exclude, *unusable], validate_unique=False, validate_constraints=False)
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
                 where = location if name == NON_FIELD_ERRORS else f"{location}.{name}"
                 for message in messages:
                     self.problem(where, message)
+            return _Desired(location, values, raw)
+        if unusable:
             return _Desired(location, values, raw)
         # clean() normalizes (e.g. fills the default route prefix): compare what would be stored.
         return _Desired(location, {name: getattr(instance, name) for name in spec}, raw)
