@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import time
@@ -259,3 +260,17 @@ def test_on_starting_without_a_directory_makes_a_private_one(monkeypatch) -> Non
         directory.rmdir()
         monkeypatch.delenv(metrics.MULTIPROC_ENV)
         metrics.gateway_metrics.cache_clear()
+
+
+def test_example_alert_rules_use_only_metrics_the_gateway_exports(fresh) -> None:
+    import yaml
+
+    m, _ = fresh
+    exported = {sample.name for family in m.registry.collect() for sample in family.samples}
+    exported |= {f"{family.name}_bucket" for family in m.registry.collect() if family.type == "histogram"}
+    exported |= {family.name + "_total" for family in m.registry.collect() if family.type == "counter"}
+    rules = yaml.safe_load((ROOT / "docs" / "alerts.yml").read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = {name for expr in expressions for name in re.findall(r"\bgateway_[a-z_]+\b", expr)}
+    assert used
+    assert used <= exported, used - exported
