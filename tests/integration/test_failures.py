@@ -1,0 +1,216 @@
+"""Upstream failures, fallback, circuit breaker and body limits through a live gateway (SPEC §4.8, §4.9)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.support.builders import make_public_app, make_service
+from tests.support.upstream import EchoRequestHandler, EchoUpstream, Received, closed_port_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST_FAILURE_ENV = {
+    "GATEWAY_CONNECT_TIMEOUT_MS": "400",
+    "GATEWAY_BREAKER_FAILURES": "3",
+    "GATEWAY_BREAKER_OPEN_S": "1.5",
+}
+
+
+def slow(delay_s: float):
+    def handler(h: EchoRequestHandler, received: Received) -> None:
+        time.sleep(delay_s)
+        try:
+            h.send_response(200)
+            h.send_header("Content-Length", "4")
+            h.end_headers()
+            h.wfile.write(b"slow")
+        except OSError:
+            pass  # the gateway gave up already
+
+    return handler
+
+
+@pytest.fixture
+def fallback() -> Iterator[EchoUpstream]:
+    upstream = EchoUpstream()
+    yield upstream
+    upstream.close()
+
+
+@pytest.fixture
+def unresponsive_listener() -> Iterator[str]:
+    """A loopback port whose accept queue is full: a connect to it times out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(8):  # fill the accept queue and the SYN backlog
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    for filler in fillers:
+        filler.close()
+    server.close()
+
+
+def error_code(response: requests.Response) -> str:
+    return response.json()["error"]["code"]
+
+
+def test_connection_refused_is_502_without_fallback(gateway_server) -> None:
+    make_service("down", closed_port_url())
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    response = requests.get(gw.url + "/api/v1/down/x", timeout=10)
+    assert (response.status_code, error_code(response)) == (502, "upstream_unavailable")
+    assert response.json()["error"]["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_connection_refused_goes_to_the_fallback_for_any_method(gateway_server, fallback) -> None:
+    make_service("down", closed_port_url(), fallback_url=fallback.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    response = requests.post(gw.url + "/api/v1/down/orders?x=1", data=b"payload", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["X-Gateway-Fallback"] == "1"
+    assert fallback.last.method == "POST"
+    assert fallback.last.target == "/api/v1/down/orders?x=1"
+    assert fallback.last.body == b"payload"
+
+
+def test_connect_timeout_is_504_and_retried_on_the_fallback(gateway_server, fallback, unresponsive_listener) -> None:
+    make_service("stuck", unresponsive_listener)
+    make_service("stuckfb", unresponsive_listener, fallback_url=fallback.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    started = time.monotonic()
+    response = requests.get(gw.url + "/api/v1/stuck/x", timeout=10)
+    assert (response.status_code, error_code(response)) == (504, "upstream_timeout")
+    assert time.monotonic() - started < 3
+    rescued = requests.put(gw.url + "/api/v1/stuckfb/x", data=b"p", timeout=10)
+    assert rescued.status_code == 200
+    assert rescued.headers["X-Gateway-Fallback"] == "1"
+
+
+def test_read_timeout_is_504_and_only_idempotent_methods_use_the_fallback(gateway_server, fallback) -> None:
+    primary = EchoUpstream()
+    primary.set_handler(slow(2.0))
+    try:
+        make_service("sleepy", primary.url, fallback_url=fallback.url, timeout_ms=300)
+        make_service("sleepy-alone", primary.url, timeout_ms=300)
+        make_public_app()
+        gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+
+        alone = requests.get(gw.url + "/api/v1/sleepy-alone/x", timeout=10)
+        assert (alone.status_code, error_code(alone)) == (504, "upstream_timeout")
+
+        get = requests.get(gw.url + "/api/v1/sleepy/x", timeout=10)
+        assert get.status_code == 200
+        assert get.headers["X-Gateway-Fallback"] == "1"
+        assert fallback.last.method == "GET"
+
+        post = requests.post(gw.url + "/api/v1/sleepy/x", data=b"once", timeout=10)
+        assert (post.status_code, error_code(post)) == (504, "upstream_timeout")
+        assert "X-Gateway-Fallback" not in post.headers
+        assert [r.method for r in fallback.received] == ["GET"]  # the POST was not repeated
+    finally:
+        primary.close()
+
+
+def test_the_breaker_opens_after_consecutive_failures_then_a_trial_closes_it(gateway_server) -> None:
+    port_url = closed_port_url()
+    make_service("flaky", port_url)
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    with requests.Session() as client:
+        codes = [error_code(client.get(gw.url + "/api/v1/flaky/x", timeout=10)) for _ in range(3)]
+        assert codes == ["upstream_unavailable"] * 3
+        opened = client.get(gw.url + "/api/v1/flaky/x", timeout=10)
+        assert (opened.status_code, error_code(opened)) == (503, "circuit_open")
+
+        # The upstream comes back on the same port; after the open period one trial closes the circuit.
+        port = int(port_url.rsplit(":", 1)[1])
+        revived = EchoUpstream.__new__(EchoUpstream)
+        from tests.support.upstream import EchoServer
+
+        class SamePort(EchoServer):
+            def __init__(self) -> None:
+                super(EchoServer, self).__init__(("127.0.0.1", port), EchoRequestHandler)
+                self.received = []
+                self.handler = EchoServer().handler
+
+        revived.server = SamePort()
+        revived.__post_init__()
+        try:
+            assert error_code(client.get(gw.url + "/api/v1/flaky/x", timeout=10)) == "circuit_open"
+            time.sleep(1.7)
+            assert client.get(gw.url + "/api/v1/flaky/x", timeout=10).status_code == 200
+            assert client.get(gw.url + "/api/v1/flaky/x", timeout=10).status_code == 200
+            assert len(revived.received) == 2
+        finally:
+            revived.close()
+
+
+def test_an_open_breaker_sends_straight_to_the_fallback(gateway_server, fallback) -> None:
+    make_service("flaky", closed_port_url(), fallback_url=fallback.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    with requests.Session() as client:
+        for _ in range(5):
+            response = client.get(gw.url + "/api/v1/flaky/x", timeout=10)
+            assert response.status_code == 200
+            assert response.headers["X-Gateway-Fallback"] == "1"
+    assert len(fallback.received) == 5
+
+
+def test_upstream_5xx_does_not_open_the_breaker(gateway_server, echo_upstream: EchoUpstream) -> None:
+    def failing(h: EchoRequestHandler, received: Received) -> None:
+        h.send_response(500)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    echo_upstream.set_handler(failing)
+    make_service("err", echo_upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    with requests.Session() as client:
+        statuses = [client.get(gw.url + "/api/v1/err/x", timeout=10).status_code for _ in range(6)]
+    assert statuses == [500] * 6
+    assert len(echo_upstream.received) == 6
+
+
+def test_a_declared_oversized_body_is_refused_before_forwarding(gateway_server, echo_upstream) -> None:
+    make_service("up", echo_upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env={"GATEWAY_MAX_BODY_BYTES": "1000"})
+    response = requests.post(gw.url + "/api/v1/up/x", data=b"x" * 1001, timeout=10)
+    assert (response.status_code, error_code(response)) == (413, "payload_too_large")
+    assert requests.post(gw.url + "/api/v1/up/x", data=b"x" * 1000, timeout=10).status_code == 200
+    assert [len(r.body) for r in echo_upstream.received] == [1000]
+
+
+def test_a_chunked_body_is_cut_off_when_it_crosses_the_limit(gateway_server, echo_upstream) -> None:
+    make_service("up", echo_upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env={"GATEWAY_MAX_BODY_BYTES": "100000"})
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(50):
+            yield b"y" * 10_000
+
+    response = requests.post(gw.url + "/api/v1/up/x", data=chunks(), timeout=10)
+    assert (response.status_code, error_code(response)) == (413, "payload_too_large")
+    complete = [r for r in echo_upstream.received if len(r.body) > 100_000]
+    assert complete == []  # the upstream never got a complete oversized body
+    small = requests.post(gw.url + "/api/v1/up/x", data=iter([b"z" * 5000] * 3), timeout=10)
+    assert small.status_code == 200
+    assert echo_upstream.last.body == b"z" * 15000
