@@ -5,8 +5,13 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
+import shutil
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +26,7 @@ from tests.support.upstream import free_port
 
 KEY_RE = re.compile(r"gk_[0-9a-f]{12}\.[A-Za-z0-9_-]{43,}")
 PASSWORD_RE = re.compile(r"user: admin\s+password: (\S+)")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def seed() -> str:
@@ -136,3 +142,35 @@ def test_demo_key_reaches_the_pipeline_upstream_through_a_live_gateway(
     anonymous = requests.get(gateway.url + "/api/v1/pipelines", timeout=10)
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "missing_api_key"
+
+
+def test_make_creates_a_private_env_with_a_generated_secret_key_once(tmp_path: Path) -> None:
+    """`make run` writes .env with a fresh SECRET_KEY and DEBUG=false, and never overwrites it."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    run = [shutil.which("make") or "make", "--no-print-directory", ".env", f"PYTHON={sys.executable}"]
+    subprocess.run(run, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    env_file = tmp_path / ".env"
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
+    assert values["DEBUG"] == "false"
+    assert len(values["SECRET_KEY"]) >= 50
+    assert not values["SECRET_KEY"].startswith("$")  # django-environ would read it as a reference
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+    first = env_file.read_text()
+    subprocess.run(run, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    assert env_file.read_text() == first
+
+
+def test_make_run_migrates_and_seeds_before_starting_the_procfile() -> None:
+    dry = subprocess.run(
+        [shutil.which("make") or "make", "-n", "-W", "requirements.txt", "-o", ".env", "run"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    steps = [line for line in dry.splitlines() if "manage.py" in line or "honcho" in line]
+    assert "manage.py migrate --noinput" in steps[0]
+    assert "manage.py gateway_seed_demo" in steps[1]
+    assert "honcho --procfile Procfile start" in steps[2]
