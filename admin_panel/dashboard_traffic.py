@@ -269,7 +269,11 @@ def traffic_summary(store: TrafficStore, now_s: float, minutes: int = 60) -> dic
             }
         )
     series.sort(key=lambda item: -item["totals"]["requests"])  # type: ignore[index]  # built above
-    return {"minutes": [minute * 60 for minute in range(first, last + 1)], "services": series}
+    return {
+        "minutes": [minute * 60 for minute in range(first, last + 1)],
+        "current_minute_elapsed_s": round(now_s - last * 60, 1),
+        "services": series,
+    }
 
 
 def _ratio(part: int, whole: int) -> float | None:
