@@ -18,16 +18,15 @@ otherwise, within ``timeout_s`` (default 5 s) in total.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Mapping
 
 from celery import Celery
+from kombu import Connection, Producer
+from kombu.pools import ProducerPool
 
 from queues import topology
 from queues.messages import TaskMessage, message_build
-
-logger = logging.getLogger(__name__)
 
 
 class PublishError(Exception):
@@ -37,28 +36,29 @@ class PublishError(Exception):
 class QueueClient:
     """Publish to the gateway's queues with the gateway's guarantees.
 
-    ``app``: an existing Celery app (the gateway passes its own); otherwise a private
-    app is built for ``broker_url``. ``timeout_s`` bounds connecting plus confirming.
+    ``broker_url`` and ``transport_options`` name the broker (options default to
+    :func:`queues.topology.transport_options`: publisher confirms on amqp).
+    ``timeout_s`` bounds getting a connection, connecting and confirming, in total.
+    ``pool_limit`` connections are kept open per process and shared by all threads
+    or greenlets; a publish waits (within ``timeout_s``) for a free one.
     """
 
     def __init__(
         self,
-        broker_url: str | None = None,
+        broker_url: str,
         *,
-        app: Celery | None = None,
         timeout_s: float = 5.0,
         transport_options: Mapping[str, object] | None = None,
+        pool_limit: int = 10,
     ) -> None:
-        if app is None:
-            if not broker_url:
-                raise ValueError("QueueClient needs a broker_url or a Celery app")
-            app = Celery("gateway-client", broker=broker_url, set_as_current=False)
-            app.conf.update(
-                broker_transport_options=dict(transport_options or topology.transport_options(broker_url)),
-                broker_connection_timeout=timeout_s,
-                task_serializer="json",
-            )
-        self.app = app
+        options = dict(transport_options if transport_options is not None else topology.transport_options(broker_url))
+        # The connection is built here rather than by Celery: Celery prefers the
+        # CELERY_BROKER_URL environment variable over any broker it is given.
+        self.connection = Connection(broker_url, transport_options=options, connect_timeout=timeout_s)
+        self.producers = ProducerPool(self.connection.Pool(limit=pool_limit), limit=pool_limit)
+        # Only builds the Celery task message (protocol 2); never connects itself.
+        self.app = Celery("gateway-client", set_as_current=False)
+        self.app.conf.update(task_serializer="json")
         self.timeout_s = timeout_s
         self._queues = {name: topology.work_queue(name) for name in topology.QUEUE_NAMES}
 
@@ -95,7 +95,7 @@ class QueueClient:
         """Publish a built message and wait for the broker's confirm; raise PublishError."""
         deadline = time.monotonic() + self.timeout_s
         try:
-            producer = self.app.producer_pool.acquire(block=True, timeout=self.timeout_s)
+            producer = self.producers.acquire(block=True, timeout=self.timeout_s)
         except Exception as exc:
             raise PublishError(f"no broker connection available: {exc.__class__.__name__}") from exc
         try:
@@ -108,15 +108,20 @@ class QueueClient:
         finally:
             producer.release()
 
-    def _send(self, producer: object, message: TaskMessage, deadline: float) -> None:
-        conn = producer.connection  # type: ignore[attr-defined]  # kombu Producer
-        remaining = _remaining(deadline)
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.producers.force_close_all()
+
+    def _send(self, producer: Producer, message: TaskMessage, deadline: float) -> None:
+        conn = producer.connection
         # Bounded connect: one attempt, no kombu retry loop on the request path.
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=remaining)
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=_remaining(deadline))
         remaining = _remaining(deadline)
         self.app.send_task(
             topology.task_name(message.queue),
             kwargs={"message": message.to_dict()},
+            # Worker logs name the task, never the body (it may hold personal data).
+            kwargsrepr=f"{{'message': <{message.queue} task {message.task_id}>}}",
             task_id=message.task_id,
             queue=self._queues[message.queue],
             producer=producer,
@@ -134,10 +139,10 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _discard_connection(producer: object) -> None:
+def _discard_connection(producer: Producer) -> None:
     # Best effort: the connection is being thrown away anyway.
     with contextlib.suppress(Exception):
-        producer.connection.collect()  # type: ignore[attr-defined]  # kombu Producer
+        producer.connection.collect()
 
 
 def _describe(exc: BaseException) -> str:

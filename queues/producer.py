@@ -36,10 +36,14 @@ _READ_CHUNK = 64 * 1024
 
 @cache
 def queue_client() -> QueueClient:
-    """Return this process's client on the gateway's Celery app (built on first use)."""
-    from gateway_project.celery import app
+    """Return this process's client for the configured broker (built on first use)."""
+    from django.conf import settings
 
-    return QueueClient(app=app, timeout_s=queue_config().publish_timeout_s)
+    return QueueClient(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        timeout_s=queue_config().publish_timeout_s,
+    )
 
 
 def publish(ctx: RequestContext) -> HttpResponse:

@@ -14,9 +14,10 @@ DEAD_LETTER_SUFFIX = ".dlq"
 CALLBACK_TASK = "gateway.callback"
 CLEANUP_TASK = "gateway.cleanup"
 
-# Messages are routed through the default exchange by queue name, so the same
-# routing works on every transport (amqp, redis, filesystem).
-_DEFAULT_EXCHANGE = Exchange("", type="direct")
+EXCHANGE_NAME = "gateway"
+# One direct exchange; every queue is bound by its own name, so routing by queue name
+# works the same on every transport (amqp, redis, filesystem).
+_EXCHANGE = Exchange(EXCHANGE_NAME, type="direct", durable=True)
 
 
 def task_name(queue: str) -> str:
@@ -40,7 +41,7 @@ def work_queue(queue: str) -> Queue:
         raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUE_NAMES)}")
     return Queue(
         queue,
-        _DEFAULT_EXCHANGE,
+        _EXCHANGE,
         routing_key=queue,
         durable=True,
         queue_arguments={
@@ -55,7 +56,7 @@ def dead_letter_queue(queue: str) -> Queue:
     if queue not in QUEUE_NAMES:
         raise ValueError(f"unknown queue {queue!r}")
     name = dead_letter_name(queue)
-    return Queue(name, _DEFAULT_EXCHANGE, routing_key=name, durable=True)
+    return Queue(name, _EXCHANGE, routing_key=name, durable=True)
 
 
 def all_queues() -> tuple[Queue, ...]:
