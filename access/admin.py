@@ -260,7 +260,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return (*self.change_fields, "id", "created_at", "updated_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Sequence[str]:
-        return () if obj is None else self.change_readonly
+        if obj is None:
+            return ()
+        # Revocation is final: a key that may have leaked must not come back to life.
+        return self.change_readonly if obj.is_active else (*self.change_readonly, "is_active")
 
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:

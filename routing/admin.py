@@ -155,7 +155,7 @@ class ServiceConfigAdmin(admin.ModelAdmin):
 
 @admin.register(ServiceVersion)
 class ServiceVersionAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "service", "version", "url", "weight", "is_active", "updated_at")
+    list_display = ("version", "service", "url", "weight", "is_active", "updated_at")
     list_filter = ("is_active", "service")
     search_fields = ("version", "url", "service__service_name")
     list_select_related = ("service",)

@@ -334,3 +334,15 @@ def test_task_and_event_pages_are_read_only(admin_client: Client, db: None) -> N
     assert "d" * 64 not in detail.content.decode()
     assert admin_client.get(reverse("admin:queues_taskstatus_add")).status_code == 403
     assert "signup" in admin_client.get(reverse("admin:queues_analyticsevent_changelist")).content.decode()
+
+
+def test_a_revoked_key_cannot_be_reactivated_in_the_admin(admin_client: Client, config: dict[str, Any]) -> None:
+    key: ApiKey = config["key"]
+    url = reverse("admin:access_apikey_change", args=[key.pk])
+    form = {"name": "ci", "expires_at_0": "", "expires_at_1": ""}
+    assert admin_client.post(url, form).status_code == 302  # is_active unticked: revoked
+    key.refresh_from_db()
+    assert key.is_active is False
+    assert admin_client.post(url, {**form, "is_active": "on"}).status_code == 302
+    key.refresh_from_db()
+    assert key.is_active is False
