@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +70,8 @@ class GatewayMetrics:
     rate_limited: Counter
     queue_published: Counter
     config_version: Gauge
+    # (service, version, method, status) -> its two children; bounded like the labels.
+    children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = field(default_factory=dict)
 
 
 def on_starting() -> None:
@@ -116,7 +118,10 @@ def gateway_metrics() -> GatewayMetrics:
     """Return this process's metric families, created on first use (after any fork)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
-    multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+    directory = os.environ.get(MULTIPROC_ENV, "")
+    multiprocess = bool(directory)
+    if multiprocess:
+        Path(directory).mkdir(parents=True, exist_ok=True)  # a process not started by our gunicorn
     if multiprocess and not getattr(values.ValueClass, "_multiprocess", False):
         # prometheus-client picks its value class when first imported; the directory
         # may have been chosen after that (gunicorn's on_starting), so pick again.
@@ -180,8 +185,15 @@ def observe_request(ctx: RequestContext, response: HttpResponseBase) -> None:
     status = response.status_code
     duration_s = max(0.0, time.perf_counter() - ctx.started_at)
 
-    metrics.requests.labels(service, version, method, str(status)).inc()
-    metrics.duration.labels(service, version).observe(duration_s)
+    key = (service, version, method, status)
+    children = metrics.children.get(key)
+    if children is None:  # once per label set: labels() costs more than the increment
+        children = metrics.children[key] = (
+            metrics.requests.labels(service, version, method, str(status)),
+            metrics.duration.labels(service, version),
+        )
+    children[0].inc()
+    children[1].observe(duration_s)
 
     code = gateway_error_code(ctx.request_id, response)
     reason = UPSTREAM_ERROR_REASONS.get(code or "")
