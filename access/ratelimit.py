@@ -6,8 +6,8 @@ and kept ``EXPIRATION_FUDGE`` seconds past their window. Two strategies sit behi
 one interface, as Kong's local / redis policies do:
 
 - ``CacheCounter``: the Django cache. With ``REDIS_URL`` set that is Redis, and one
-  MULTI/EXEC round trip (``SET NX EX`` + ``INCR``) counts exactly across every worker
-  and node; otherwise the in-process cache (per worker).
+  atomic ``INCR`` round trip counts exactly across every worker and node (``EXPIRE``
+  follows a window's first hit); otherwise the in-process cache (per worker).
 - ``LocalCounter``: in-process; the fallback while the shared cache is unreachable.
 
 Redis down: with ``GATEWAY_RATELIMIT_FAIL_OPEN`` (default true) requests are counted
@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.core.cache import BaseCache, caches
 from django_ratelimit.core import EXPIRATION_FUDGE, _make_cache_key
@@ -56,21 +56,25 @@ class Counter(Protocol):
 
 
 class CacheCounter:
-    """Count in a Django cache: one atomic round trip on Redis, add + incr elsewhere."""
+    """Count in a Django cache: one INCR round trip on Redis, add + incr elsewhere."""
 
     def __init__(self, cache: BaseCache) -> None:
         self.cache = cache
-        self._redis = type(cache).__name__ == "RedisCache"
+        self._redis_client: Any = None
+        if type(cache).__name__ == "RedisCache":
+            # One client for the process: building a redis.Redis per call costs more than the round trip.
+            self._redis_client = cache._cache.get_client(None, write=True)  # type: ignore[attr-defined]  # RedisCacheClient
 
     def incr(self, cache_key: str, ttl_s: int) -> int:
-        if self._redis:
+        client = self._redis_client
+        if client is not None:
             key = self.cache.make_and_validate_key(cache_key)
-            client = self.cache._cache.get_client(key, write=True)  # type: ignore[attr-defined]  # RedisCacheClient
-            with client.pipeline(transaction=True) as pipe:
-                pipe.set(key, 0, ex=ttl_s, nx=True)
-                pipe.incr(key)
-                _, count = pipe.execute()
-            return int(count)
+            # INCR is atomic across every process and node. The window is part of the
+            # key, so the TTL only frees memory: set it with the window's first hit.
+            count = int(client.incr(key))
+            if count == 1:
+                client.expire(key, ttl_s)
+            return count
         self.cache.add(cache_key, 0, ttl_s)
         try:
             return int(self.cache.incr(cache_key))

@@ -10,10 +10,10 @@ import zlib
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
-from django_ratelimit.core import _get_window
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key
 
 from access import ratelimit
-from access.ratelimit import CacheCounter, LocalCounter, RateLimiter, SharedCacheDown, window_end
+from access.ratelimit import WINDOW_S, CacheCounter, LocalCounter, RateLimiter, SharedCacheDown, window_end
 from gateway_project.errors import GatewayError
 from tests.support.backends import requires_redis
 from tests.unit.test_policy import application, context, entry, snapshot
@@ -198,3 +198,8 @@ def test_redis_counter_is_exact_under_concurrency() -> None:
         pytest.skip("window boundary crossed during the burst")
     assert sum(allowed) == 40
     assert len(allowed) == 200
+    end = window_end(value, WINDOW_S, time.time())
+    stored = cache.make_and_validate_key(_make_cache_key(ratelimit.GROUP, end, (40, WINDOW_S), value, None))
+    client = cache._cache.get_client(stored)
+    assert int(client.get(stored)) == 200
+    assert 0 < client.ttl(stored) <= WINDOW_S + EXPIRATION_FUDGE  # the counter frees itself
