@@ -17,7 +17,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from admin_panel import dashboard, dashboard_traffic
-from admin_panel.dashboard_traffic import FileTrafficStore, TrafficRecorder
+from admin_panel.dashboard_traffic import FileTrafficStore, RedisTrafficStore, TrafficRecorder
+from tests.support.backends import requires_redis
 from tests.support.builders import make_public_app, make_service
 from tests.support.upstream import EchoUpstream
 
@@ -166,3 +167,26 @@ def test_live_dashboard_shows_traffic_of_every_gateway_worker(
     assert "Traceback" not in page.text
     anonymous = requests.get(panel.url + "/admin/dashboard/data", timeout=10, allow_redirects=False)
     assert anonymous.status_code == 302
+
+
+@requires_redis
+def test_redis_store_adds_every_workers_counts_into_one_hash_per_minute() -> None:
+    import redis
+
+    prefix = f"gwtest:{uuid.uuid4().hex[:8]}:traffic:"
+    url = os.environ["REDIS_URL"]
+    workers = [RedisTrafficStore(url, prefix), RedisTrafficStore(url, prefix)]
+    minute = int(time.time()) // 60
+    row = dashboard_traffic.new_row()
+    row[dashboard_traffic.REQUESTS], row[dashboard_traffic.SERVER_ERRORS] = 3, 1
+    try:
+        for store in workers:
+            store.add({(minute, "orders"): row, (minute - 1, "svc|with-bar"): row})
+        rows = RedisTrafficStore(url, prefix).read(minute - 60, minute)
+        assert rows[(minute, "orders")][: dashboard_traffic.FIRST_BUCKET] == [6, 0, 2]
+        assert rows[(minute - 1, "svc|with-bar")][0] == 6
+        ttl = redis.Redis.from_url(url).ttl(f"{prefix}{minute}")
+        assert 0 < ttl <= dashboard_traffic.RETENTION_S
+    finally:
+        client = redis.Redis.from_url(url)
+        client.delete(f"{prefix}{minute}", f"{prefix}{minute - 1}")
