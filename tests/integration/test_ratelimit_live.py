@@ -144,3 +144,22 @@ def test_unlimited_entry_carries_no_rate_headers(
     response = requests.get(gateway.url + "/api/v1/orders/1", headers={"X-API-Key": key}, timeout=10)
     assert response.status_code == 200
     assert not [name for name in RATE_HEADERS if name in response.headers]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("trusted", "separate"), [("127.0.0.1/32", True), ("", False)])
+def test_forwarded_for_counts_only_from_trusted_proxies(
+    gateway_server: Callable[..., GunicornProcess], echo_upstream: EchoUpstream, trusted: str, separate: bool
+) -> None:
+    """Behind a trusted proxy each client IP has its own counter; otherwise X-Forwarded-For is ignored."""
+    make_service("catalog", echo_upstream.url)
+    app = make_app("open", entries=[{"path": "/api/v1/catalog/*", "rate_limit": 1, "is_public": True}])
+    entry = app.whitelist.get()
+    gateway = gateway_server(workers=1, env={"REDIS_URL": "", "GATEWAY_TRUSTED_PROXIES": trusted})
+    for ip in ("203.0.113.7", "203.0.113.8", "127.0.0.1"):
+        wait_for_fresh_window(f"{entry.id}:ip:{ip}", need_s=5)
+    statuses = [
+        requests.get(gateway.url + "/api/v1/catalog/x", headers={"X-Forwarded-For": ip}, timeout=10).status_code
+        for ip in ("203.0.113.7", "203.0.113.8")
+    ]
+    assert statuses == ([200, 200] if separate else [200, 429])
