@@ -1,8 +1,9 @@
 """``last_used_at`` bookkeeping: at most once a minute per key, written off the request path.
 
 The request path only notes "key K was used at T" in memory (``key_used``); a
-background flusher (a greenlet under gevent, a thread otherwise) writes the notes in
-one batched UPDATE every few seconds. A failed write is logged and retried with the
+background flusher (a greenlet under gevent, a thread otherwise) claims each key's
+minute in the shared cache, so one process of the deployment writes it, and writes
+the notes in one batched UPDATE every few seconds. A failed write is logged and retried with the
 next batch, never dropped silently.
 """
 
@@ -33,6 +34,7 @@ class UsageRecorder:
         flush_interval_s: float = 5.0,
         max_pending: int = 10_000,
         write: Callable[[dict[str, datetime]], None] | None = None,
+        claim: Callable[[str], bool] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -42,6 +44,7 @@ class UsageRecorder:
         self.monotonic = monotonic
         self.now = now
         self._write = write or write_last_used
+        self._claim = claim or claim_minute
         self._noted_at: dict[str, float] = {}
         self._pending: dict[str, datetime] = {}
         self._lock = threading.Lock()
@@ -68,6 +71,9 @@ class UsageRecorder:
         """Write pending notes now; return how many were written (0 on failure, logged)."""
         with self._lock:
             batch, self._pending = self._pending, {}
+        # Other workers and nodes note the same keys: only the first to claim a key's
+        # minute in the shared cache writes it.
+        batch = {key_id: used_at for key_id, used_at in batch.items() if self._claim(key_id)}
         if not batch:
             return 0
         try:
@@ -98,6 +104,22 @@ class UsageRecorder:
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
             self.flush()
+
+
+def claim_minute(key_id: str) -> bool:
+    """Return True when no process wrote ``key_id``'s last_used_at in the last minute.
+
+    Uses the shared cache (Redis when configured, so the minute is claimed once per
+    deployment). When the cache fails, the write goes ahead: a duplicate write is
+    harmless, a lost one is not.
+    """
+    from django.core.cache import cache
+
+    try:
+        return bool(cache.add(f"access:last-used:{key_id}", 1, 60))
+    except Exception as exc:  # any cache client error
+        logger.debug("last_used_at claim skipped (%s)", type(exc).__name__)
+        return True
 
 
 def write_last_used(batch: dict[str, datetime]) -> None:

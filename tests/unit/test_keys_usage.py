@@ -25,7 +25,9 @@ class Ticks:
 def test_a_key_is_noted_at_most_once_a_minute() -> None:
     written: list[dict[str, datetime]] = []
     ticks = Ticks()
-    recorder = UsageRecorder(write=written.append, monotonic=ticks, now=lambda: T0, flush_interval_s=3600)
+    recorder = UsageRecorder(
+        write=written.append, claim=lambda key_id: True, monotonic=ticks, now=lambda: T0, flush_interval_s=3600
+    )
     for _ in range(100):
         recorder.key_used("k1")
     recorder.key_used("k2")
@@ -48,7 +50,7 @@ def test_a_failed_write_is_logged_and_retried(caplog: pytest.LogCaptureFixture) 
         if len(attempts) == 1:
             raise ConnectionError("database went away")
 
-    recorder = UsageRecorder(write=flaky, now=lambda: T0, flush_interval_s=3600)
+    recorder = UsageRecorder(write=flaky, claim=lambda key_id: True, now=lambda: T0, flush_interval_s=3600)
     recorder.key_used("k1")
     with caplog.at_level(logging.ERROR, logger="access.usage"):
         assert recorder.flush() == 0
@@ -60,7 +62,7 @@ def test_a_failed_write_is_logged_and_retried(caplog: pytest.LogCaptureFixture) 
 
 def test_the_background_flusher_writes_without_being_asked() -> None:
     written: list[dict[str, datetime]] = []
-    recorder = UsageRecorder(write=written.append, flush_interval_s=0.05)
+    recorder = UsageRecorder(write=written.append, claim=lambda key_id: True, flush_interval_s=0.05)
     recorder.key_used("k1")
     deadline = time.monotonic() + 5
     while not written and time.monotonic() < deadline:
@@ -74,10 +76,26 @@ def test_flush_updates_last_used_at_in_the_database() -> None:
     app = make_app("usage-app")
     key, _ = make_key(app)
     updated_at = key.updated_at
-    recorder = UsageRecorder(now=lambda: T0, flush_interval_s=3600)
+    recorder = UsageRecorder(claim=lambda key_id: True, now=lambda: T0, flush_interval_s=3600)
     recorder.key_used(str(key.id))
     assert recorder.flush() == 1
     key.refresh_from_db()
     assert key.last_used_at == T0
     assert key.updated_at == updated_at  # a usage note is not a config change
     recorder.stop()
+
+
+def test_a_keys_minute_is_written_by_one_process_only() -> None:
+    """Two recorders (two workers) sharing a cache: one write per key per minute."""
+    from django.core.cache import cache
+
+    from access.usage import claim_minute
+
+    cache.delete("access:last-used:shared-key")
+    written: list[dict[str, datetime]] = []
+    workers = [UsageRecorder(write=written.append, claim=claim_minute, flush_interval_s=3600) for _ in range(2)]
+    for worker in workers:
+        worker.key_used("shared-key")
+        worker.flush()
+        worker.stop()
+    assert len(written) == 1
