@@ -72,23 +72,25 @@ def authorize_endpoint(ctx: RequestContext) -> None:
 
 
 def authorize_version(ctx: RequestContext) -> None:
-    """Refuse a resolved version the entry's application or the entry does not allow: 403."""
+    """Refuse a resolved version the caller's application or the entry does not allow: 403."""
     if ctx.version is not None and not version_allowed(ctx, ctx.version.version):
         raise GatewayError(403, ErrorCode.VERSION_NOT_ALLOWED, "This application may not use this service version.")
 
 
 def version_allowed(ctx: RequestContext, version: str) -> bool:
-    """Return True when the matched entry and its application allow ``version``.
+    """Return True when the matched entry and the caller's application allow ``version``.
 
-    The rules are those of the entry that granted access (on a public entry, its
-    owner's). Empty lists allow every version; ``default`` (the service's
-    ``default_url``) must be listed like any other name when a list is not empty.
-    Before ``authorize_endpoint`` has matched an entry, every version is allowed.
+    The application is the key's, or for an anonymous call the public entry's owner
+    (the rule ``routing.versions.choose_version`` applies to the weighted choice).
+    Empty lists allow every version; ``default`` (the service's ``default_url``) must
+    be listed like any other name when a list is not empty. Before
+    ``authorize_endpoint`` has matched an entry, every version is allowed.
     """
-    entry, owner = ctx.entry, ctx.entry_owner
+    entry = ctx.entry
     if entry is not None and entry.versions and version not in entry.versions:
         return False
-    return owner is None or not owner.allowed_versions or version in owner.allowed_versions
+    application = ctx.application or ctx.entry_owner
+    return application is None or not application.allowed_versions or version in application.allowed_versions
 
 
 def _service_allowed(ctx: RequestContext, application: CompiledApplication) -> bool:

@@ -339,3 +339,13 @@ def test_throttled_client_gets_retry_after(monkeypatch: pytest.MonkeyPatch, worl
         policy.identify_caller(context(world, api_key="gk_mine.bad-again"))
     assert caught.value.code == "invalid_api_key"
     assert int(caught.value.headers["Retry-After"]) > 0
+
+
+def test_keyed_caller_on_a_public_entry_follows_its_own_version_list() -> None:
+    owner = application("owner", [entry("owner", "/api/v1/orders/*", is_public=True)], versions=["v1"])
+    caller = application("caller", versions=["v2"])
+    snap = snapshot([owner, caller], [key("gk_c", "caller")])
+    run_access(context(snap, api_key="gk_c.s3cret"), "v2")
+    assert refusal(context(snap, api_key="gk_c.s3cret"), "v1") == (403, "version_not_allowed")
+    run_access(context(snap), "v1")  # anonymous: the owner's list
+    assert refusal(context(snap), "v2") == (403, "version_not_allowed")
