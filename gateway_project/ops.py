@@ -50,7 +50,7 @@ def readiness_targets() -> ReadinessTargets:
     from django.conf import settings
 
     urls = [settings.CELERY_BROKER_URL, settings.REDIS_URL or "", settings.DATABASE_URL or ""]
-    secrets = [unquote(urlsplit(url).password or "") for url in urls if "@" in url]
+    secrets = [_password_of(url) for url in urls if "@" in url]
     secrets.append(settings.DATABASES["default"].get("PASSWORD") or "")
     return ReadinessTargets(
         broker_url=settings.CELERY_BROKER_URL,
@@ -58,6 +58,13 @@ def readiness_targets() -> ReadinessTargets:
         broker_dir=Path(settings.CELERY_BROKER_DIR),
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
     )
+
+
+def _password_of(url: str) -> str:
+    try:
+        return unquote(urlsplit(url).password or "")
+    except ValueError:  # not a URL we can parse: nothing to mask, the check will say why
+        return ""
 
 
 def check_database() -> None:
