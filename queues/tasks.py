@@ -132,7 +132,9 @@ class QueueTask(Task):
             "task retrying",
             extra={"queue": message.queue, "task_id": message.task_id, "retry": retries + 1, "delay_s": delay},
         )
-        raise self.retry(countdown=delay, exc=exc, max_retries=max_retries)
+        raise self.retry(
+            countdown=delay, exc=exc, max_retries=max_retries, kwargsrepr=_redacted(message.queue, message.task_id)
+        )
 
     def _fail(self, message: TaskMessage, error: str) -> None:
         task_fail(task_id=message.task_id, error=error)
@@ -146,6 +148,7 @@ class QueueTask(Task):
         self.app.send_task(
             self.name,
             kwargs={"message": raw},
+            kwargsrepr=_redacted(self.queue_name, str(task_id)),
             task_id=str(task_id or self.request.id),
             queue=topology.dead_letter_queue(self.queue_name),
             headers={
@@ -161,8 +164,14 @@ class QueueTask(Task):
         body = callback_body(task_id=message.task_id, status=status, result=result, error=error)
         deliver_callback.apply_async(
             args=(message.callback_url, body.decode(), message.task_id),
+            argsrepr=f"(<callback of {message.task_id}>)",
             queue=topology.work_queue(message.queue),
         )
+
+
+def _redacted(queue: str, task_id: str) -> str:
+    """Return what worker logs show instead of a message body (it may hold personal data)."""
+    return f"{{'message': <{queue} task {task_id}>}}"
 
 
 def _json_ready(result: object) -> object:

@@ -53,6 +53,7 @@ def test_task_runs_on_a_real_worker_and_succeeds(broker: Broker, worker) -> None
     assert task.result["request_id"] == "req-1"
     assert (task.result["path"], task.result["query"]) == ("/send", "a=1")
     assert broker.depth("sms") == 0
+    assert "+4915112345678" not in w.log(), "worker logs name tasks, never their bodies"
 
 
 def test_default_analytics_handler_stores_a_batch(broker: Broker, worker) -> None:
