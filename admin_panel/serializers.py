@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from django.db import models
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
@@ -28,6 +29,33 @@ INT_MAX = 2_147_483_647
 LIST_MAX_ITEMS = 200
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: ``0`` or ``true`` is refused, not turned into ``"0"``."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: ``"5"``, ``5.0`` and ``true`` are refused."""
+
+    def to_internal_value(self, data: object) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean: ``"true"``, ``1`` and ``"yes"`` are refused."""
+
+    def to_internal_value(self, data: object) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 def string_list(item_max_length: int, help_text: str, validator: Callable[[object], None]) -> serializers.ListField:
     """Return a JSON list-of-strings field checked by the model field's ``validator``.
 
@@ -35,7 +63,7 @@ def string_list(item_max_length: int, help_text: str, validator: Callable[[objec
     """
     return serializers.ListField(
         validators=[validator],
-        child=serializers.CharField(max_length=item_max_length, allow_blank=False, trim_whitespace=False),
+        child=StrictCharField(max_length=item_max_length, allow_blank=False, trim_whitespace=False),
         required=False,
         max_length=LIST_MAX_ITEMS,
         help_text=help_text,
@@ -54,7 +82,16 @@ class NullableBlankMixin:
 
 
 class ModelRulesSerializer(serializers.ModelSerializer):
-    """A ModelSerializer that leaves uniqueness to the model's ``full_clean()`` (run by the services)."""
+    """A ModelSerializer with strict JSON types that leaves uniqueness to the model's ``full_clean()``."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.IntegerField: StrictIntegerField,
+        models.PositiveIntegerField: StrictIntegerField,
+        models.BooleanField: StrictBooleanField,
+    }
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
@@ -176,7 +213,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
 class ApiKeyCreateSerializer(serializers.Serializer):
     """What a new key needs: a name and an optional expiry in the future."""
 
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     def validate_expires_at(self, value: object) -> object:

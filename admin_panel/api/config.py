@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,7 +15,7 @@ from admin_panel.serializers import ConfigDocumentSerializer, ImportResultSerial
 from routing.request_id import request_id_for
 
 TAGS = ["config"]
-TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+DRY_RUN_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
 DRY_RUN = OpenApiParameter(
     "dry_run", OpenApiTypes.BOOL, OpenApiParameter.QUERY, description="1: only show the diff, change nothing."
 )
@@ -41,7 +42,9 @@ class ConfigImportView(AdminAPIView):
         keys are never touched. An invalid document changes nothing: 400 naming every
         problem with its location.
         """
-        dry_run = request.query_params.get("dry_run", "").lower() in TRUE_VALUES
+        dry_run = DRY_RUN_VALUES.get(request.query_params.get("dry_run", "").lower())
+        if dry_run is None:
+            raise ValidationError({"dry_run": ["Use 1 or true for a dry run, 0 or false (or nothing) to apply."]})
         try:
             diff = config_import(request.data, actor=request.user, dry_run=dry_run)
         except ConfigInvalid as invalid:
