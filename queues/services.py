@@ -27,27 +27,28 @@ def task_create(
     (``created`` False), also when a concurrent request inserted it first.
     """
     if idempotency_key is not None and application_id is not None:
-        existing = _idempotent_task(application_id, idempotency_key, idempotency_since)
+        existing = _idempotent_task(application_id, idempotency_key, None)
         if existing is not None:
-            return existing, False
-        # A key older than the window is free again: unlink it from its old task.
-        TaskStatus.objects.filter(application_id=application_id, idempotency_key=idempotency_key).update(
-            idempotency_key=None
-        )
+            if idempotency_since is None or existing.created_at >= idempotency_since:
+                return existing, False
+            # A key older than the window is free again: unlink it from its old task.
+            TaskStatus.objects.filter(pk=existing.pk).update(idempotency_key=None)
     else:
         idempotency_key = None
+    fields = {
+        "id": task_id,
+        "queue": queue,
+        "application_id": application_id,
+        "request_id": request_id,
+        "idempotency_key": idempotency_key,
+    }
+    if idempotency_key is None:
+        return TaskStatus.objects.create(**fields), True  # one autocommitted INSERT
     try:
         with transaction.atomic():
-            task = TaskStatus.objects.create(
-                id=task_id,
-                queue=queue,
-                application_id=application_id,
-                request_id=request_id,
-                idempotency_key=idempotency_key,
-            )
+            task = TaskStatus.objects.create(**fields)
     except IntegrityError:
-        if idempotency_key is None:
-            raise
+        # A concurrent request with the same key inserted first: answer with its task.
         existing = _idempotent_task(application_id, idempotency_key, None)  # type: ignore[arg-type]  # checked above
         if existing is None:
             raise
