@@ -1,0 +1,64 @@
+"""Admin API changes reach live gateway workers: new routes serve, revoked keys stop, within a second."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from rest_framework.authtoken.models import Token
+
+from tests.support.admin_api import make_user
+from tests.support.builders import make_app, make_key, make_service
+
+PROPAGATION_S = 1.0
+
+
+def wait_for(check, timeout_s: float = 5.0) -> float:  # type: ignore[no-untyped-def]  # a predicate
+    """Poll ``check()`` until it is true; return the seconds it took (fail after ``timeout_s``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"not true within {timeout_s} s")
+
+
+def test_changes_through_the_api_reach_every_worker(gateway_server, echo_upstream) -> None:
+    staff = make_user("ops")
+    admin = {"Authorization": f"Token {Token.objects.create(user=staff).key}"}
+    make_service("echo", echo_upstream.url)
+    app = make_app("web", entries=[{"path": "/api/v1/*"}])
+    key, plaintext = make_key(app)
+    gateway = gateway_server(workers=2)
+    api = gateway.url + "/admin"
+
+    def served(path: str, api_key: str = plaintext) -> int:
+        return requests.get(gateway.url + path, headers={"X-API-Key": api_key}, timeout=5).status_code
+
+    wait_for(lambda: served("/api/v1/echo/ping") == 200)
+    assert echo_upstream.last.header("X-API-Key") is None  # the key is not forwarded
+
+    # A service created through the API routes on every worker within the bound.
+    other = requests.post(
+        f"{api}/routing/services",
+        json={"service_name": "other", "default_url": echo_upstream.url, "upstream_prefix": ""},
+        headers=admin,
+        timeout=10,
+    )
+    assert other.status_code == 201, other.text
+    took = wait_for(lambda: all(served("/api/v1/other/hello") == 200 for _ in range(4)))
+    assert took < PROPAGATION_S + 0.5
+    assert echo_upstream.last.target == "/hello"
+
+    # A key issued through the API works; revoked through the API, it stops working.
+    issued = requests.post(
+        f"{api}/access/applications/{app.id}/api-keys", json={"name": "ci"}, headers=admin, timeout=10
+    )
+    assert issued.status_code == 201
+    new_key = issued.json()["key"]
+    wait_for(lambda: served("/api/v1/echo/ping", new_key) == 200)
+    revoked = requests.delete(f"{api}/access/applications/{app.id}/api-keys/{key.id}", headers=admin, timeout=10)
+    assert revoked.status_code == 200
+    took = wait_for(lambda: all(served("/api/v1/echo/ping") == 401 for _ in range(4)))
+    assert took < PROPAGATION_S + 0.5
+    assert served("/api/v1/echo/ping", new_key) == 200
