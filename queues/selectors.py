@@ -6,6 +6,8 @@ import contextlib
 import logging
 import uuid
 
+from kombu import Connection
+
 from queues import topology
 from queues.models import TaskStatus
 
@@ -28,13 +30,17 @@ def queue_stats(timeout_s: float = 2.0) -> list[dict[str, object]]:
     a value the broker cannot tell (consumers on Redis and filesystem) is None, and
     every value is None when the broker does not answer within ``timeout_s``.
     """
-    from gateway_project.celery import app
+    from django.conf import settings
 
     stats: list[dict[str, object]] = [
         {"queue": name, "depth": None, "consumers": None, "dead_letter_depth": None} for name in topology.QUEUE_NAMES
     ]
     try:
-        with app.connection_for_read() as conn:
+        with Connection(
+            settings.CELERY_BROKER_URL,
+            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+            connect_timeout=timeout_s,
+        ) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
             exact_consumers = conn.transport.driver_type == "amqp"
             for row in stats:
@@ -44,6 +50,8 @@ def queue_stats(timeout_s: float = 2.0) -> list[dict[str, object]]:
                 row["dead_letter_depth"], _ = _declare_passive(conn, topology.dead_letter_name(name))
     except Exception as exc:
         logger.warning("queue stats unavailable: %s", exc.__class__.__name__)
+        for row in stats:
+            row.update(depth=None, consumers=None, dead_letter_depth=None)
     return stats
 
 
