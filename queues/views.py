@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from access.policy import identify_caller
 from gateway_project.conf import gateway_config
-from gateway_project.errors import ErrorCode, GatewayError
+from gateway_project.errors import ErrorCode, GatewayError, error_response
 from gateway_project.logging import log_access
 from gateway_project.metrics import observe_request
 from queues.models import TaskStatus
@@ -18,13 +18,24 @@ from queues.selectors import task_status_get
 from routing import snapshot
 from routing.client_ip import client_ip_for
 from routing.context import RequestContext
-from routing.request_id import assign_request_id
+from routing.request_id import assign_request_id, request_id_for
 
 
 @csrf_exempt  # an API answered with JSON errors (405 for anything but GET), not a form
 def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
     """Answer the task's status JSON, or the SPEC error (401, 404, 405)."""
-    ctx = RequestContext(request=request, snapshot=snapshot.current(), started_at=time.perf_counter())
+    started_at = time.perf_counter()
+    try:
+        current = snapshot.current()
+    except snapshot.SnapshotUnavailable:
+        # No configuration was ever loaded, so keys cannot be checked yet.
+        request_id = request_id_for(request.META.get("HTTP_X_REQUEST_ID"))
+        response = error_response(
+            503, ErrorCode.INTERNAL_ERROR, "The gateway has no configuration loaded yet.", request_id
+        )
+        response["X-Request-ID"] = request_id
+        return response
+    ctx = RequestContext(request=request, snapshot=current, started_at=started_at)
     assign_request_id(ctx)
     ctx.path = ctx.raw_path = request.path
     ctx.client_ip = client_ip_for(

@@ -230,8 +230,9 @@ class WorkerProcess:
             self.process.wait()
 
     def stop(self) -> None:
+        """Cold shutdown (SIGQUIT): no waiting for tasks; unacknowledged messages go back."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGQUIT)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
