@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -86,3 +89,41 @@ def test_errors_rate_limits_and_route_misses_are_counted_with_bounded_labels(
     label_values = {v for (_, labels) in samples for _, v in labels}
     assert not any("nowhere" in v or v.startswith("/") for v in label_values)
     assert len(echo_upstream.received) == 2  # the refused ones never reached the upstream
+
+
+def test_a_published_queue_message_is_counted_per_queue(gateway_server) -> None:
+    make_service("mailer", "queue://email")
+    make_public_app("/api/v1/mailer/*")
+    gateway = gateway_server(workers=1)
+
+    response = requests.post(
+        gateway.url + "/api/v1/mailer/send", json={"to": "a@example.com", "subject": "s", "text": "t"}, timeout=10
+    )
+
+    assert response.status_code == 202, response.text
+    samples = scrape(gateway.url)
+    assert value(samples, "gateway_queue_published_total", queue="email") == 1
+    assert value(samples, "gateway_queue_published_total", queue="sms") == 0
+
+
+def test_an_exited_workers_live_gauge_is_dropped_and_its_counts_kept(
+    gateway_server, echo_upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    make_service("orders", echo_upstream.url)
+    make_public_app("/api/v1/orders/*")
+    metrics_dir = tmp_path / "metrics"
+    gateway = gateway_server(workers=1, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    assert requests.get(gateway.url + "/api/v1/orders/1", timeout=10).status_code == 200
+    (gauge,) = metrics_dir.glob("gauge_livemax_*.db")
+    worker_pid = int(gauge.stem.rsplit("_", 1)[-1])
+
+    os.kill(worker_pid, signal.SIGTERM)  # gunicorn starts another worker and calls child_exit
+    deadline = time.monotonic() + 15
+    while gauge.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert not gauge.exists()
+    assert any(metrics_dir.glob(f"counter_{worker_pid}.db"))
+    samples = scrape(gateway.url)  # served by the new worker
+    labels = {"service": "orders", "version": "default", "method": "GET", "status": "200"}
+    assert value(samples, "gateway_requests_total", **labels) == 1
