@@ -106,10 +106,6 @@ def client_ip(request: HttpRequest) -> str:
     )
 
 
-def too_many_failures_message(wait_s: int) -> str:
-    return f"Too many failed logins from your address. Try again in {wait_s} seconds."
-
-
 # --- The admin API: DRF authentication classes -------------------------------------------
 
 
@@ -125,7 +121,8 @@ class _GuardedAuthentication:
         guard, address = login_guard(), client_ip(request)
         wait_s = guard.retry_after_s(address)
         if wait_s is not None:
-            raise Throttled(wait=wait_s, detail=too_many_failures_message(wait_s))
+            # DRF appends "Expected available in N seconds." to the detail.
+            raise Throttled(wait=wait_s, detail="Too many failed logins from your address.")
         try:
             return super().authenticate(request)  # type: ignore[misc]  # BasicAuthentication / TokenAuthentication
         except AuthenticationFailed:
