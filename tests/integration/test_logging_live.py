@@ -8,7 +8,7 @@ import time
 import requests
 
 from gateway_project.logging import ACCESS_FIELDS
-from tests.support.builders import make_app, make_key, make_service
+from tests.support.builders import make_app, make_key, make_public_app, make_service
 from tests.support.upstream import EchoUpstream
 
 
@@ -78,3 +78,33 @@ def test_one_json_line_per_request_with_the_spec_fields_and_no_secret(
     assert plaintext not in log
     assert "Bearer" not in log
     assert "api_key=" not in log
+
+
+def test_text_format_comes_from_the_environment_and_the_access_log_ignores_the_app_level(
+    gateway_server, echo_upstream: EchoUpstream
+) -> None:
+    make_service("orders", echo_upstream.url)
+    make_public_app("/api/v1/orders/*")
+    gateway = gateway_server(env={"GATEWAY_LOG_FORMAT": "text", "GATEWAY_LOG_LEVEL": "WARNING"})
+
+    response = requests.get(gateway.url + "/api/v1/orders/7", headers={"X-Request-ID": "text-line-1"}, timeout=10)
+    assert response.status_code == 200
+
+    deadline = time.monotonic() + 5
+    while "request_id=text-line-1" not in gateway.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (line,) = [line for line in gateway.log().splitlines() if "request_id=text-line-1" in line]
+    assert " GET /api/v1/orders/7 200 " in line
+    assert "service=orders version=default application_id=- " in line
+    assert not any(line.startswith("{") for line in gateway.log().splitlines())
+
+
+def test_access_log_can_be_switched_off(gateway_server, echo_upstream: EchoUpstream) -> None:
+    make_service("orders", echo_upstream.url)
+    make_public_app("/api/v1/orders/*")
+    gateway = gateway_server(env={"GATEWAY_ACCESS_LOG": "false"})
+
+    assert requests.get(gateway.url + "/api/v1/orders/7", timeout=10).status_code == 200
+    time.sleep(0.5)
+    assert echo_upstream.received
+    assert access_lines(gateway.log()) == []
