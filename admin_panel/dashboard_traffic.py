@@ -149,6 +149,7 @@ class TrafficRecorder:
         self._pending: Rows = {}
         self._lock = threading.Lock()
         self._flusher_pid = 0
+        self._failing = False
 
     def record(self, service: str, status: int, duration_s: float) -> None:
         """Count one request; cheap enough for the request path."""
@@ -168,7 +169,7 @@ class TrafficRecorder:
             self._start_flusher()
 
     def flush(self) -> None:
-        """Hand the pending counts to the store; on failure they are dropped, with a warning."""
+        """Hand the pending counts to the store; on failure they are dropped (warned once per outage)."""
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
@@ -176,7 +177,13 @@ class TrafficRecorder:
         try:
             self.store.add(pending)
         except Exception as exc:  # the dashboard is best effort; the gateway must go on
-            logger.warning("dashboard traffic flush failed: %s", type(exc).__name__)
+            if not self._failing:  # once per outage, not every few seconds
+                logger.warning("dashboard traffic counts not stored: %s", type(exc).__name__)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("dashboard traffic counts stored again")
+            self._failing = False
 
     def _start_flusher(self) -> None:
         # Started in the worker (after gunicorn's fork), once per process.

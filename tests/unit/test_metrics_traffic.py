@@ -65,12 +65,14 @@ def test_recorder_counts_per_minute_and_service_with_status_classes_and_latency(
     assert store.rows[(minute + 1, "billing")][0] == 1
 
 
-def test_a_failed_flush_is_dropped_not_retried_forever() -> None:
+def test_a_failed_flush_is_dropped_not_retried_forever(caplog) -> None:
     clock, store = FakeClock(), MemoryStore()
     recorder = recorder_without_thread(store, clock)
-    recorder.record("orders", 200, 0.01)
     store.fail = True
-    recorder.flush()  # must not raise into the worker
+    for _ in range(3):
+        recorder.record("orders", 200, 0.01)
+        recorder.flush()  # must not raise into the worker
+    assert [r.getMessage() for r in caplog.records] == ["dashboard traffic counts not stored: ConnectionError"]
     store.fail = False
     recorder.record("orders", 200, 0.01)
     recorder.flush()
