@@ -226,6 +226,7 @@ class KeyVerifier:
         self._inflight: dict[bytes, _InFlight] = {}
         self._keys_seen: Mapping[str, CompiledKey] | None = None
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # a verification finished
         self.failure_budget = failure_budget
         self.failure_window_s = failure_window_s
         self.now = now
@@ -308,22 +309,29 @@ class KeyVerifier:
         """Reserve one verification for ``client``; return seconds to wait when over budget.
 
         Verifications in flight count against the budget, so concurrent guesses cannot
-        slip past it before their failures are known.
+        slip past it before their failures are known: a check that would exceed it
+        waits for those in flight to settle (a burst of valid keys from one address
+        only queues), and is refused once the failures alone reach the budget.
         """
-        now = self.monotonic()
-        with self._lock:
-            window = self._clients.get(client)
-            if window is None or now - window.started_at >= self.failure_window_s:
-                window = _FailureWindow(started_at=now, failures=0)
-                self._clients.put(client, window)
-            if window.failures + window.pending >= self.failure_budget:
-                left_s = window.started_at + self.failure_window_s - now
-                return max(1, int(left_s + 0.999))
-            window.pending += 1
-        return None
+        give_up_at = self.monotonic() + 30.0
+        with self._settled:
+            while True:
+                now = self.monotonic()
+                window = self._clients.get(client)
+                if window is None or now - window.started_at >= self.failure_window_s:
+                    window = _FailureWindow(started_at=now, failures=0)
+                    self._clients.put(client, window)
+                if window.failures >= self.failure_budget or now >= give_up_at:
+                    left_s = window.started_at + self.failure_window_s - now
+                    return max(1, int(left_s + 0.999))
+                if window.failures + window.pending < self.failure_budget:
+                    window.pending += 1
+                    return None
+                self._settled.wait(timeout=give_up_at - now)
 
     def _settle(self, client: str, prefix: str, *, failed: bool) -> None:
-        with self._lock:
+        with self._settled:
+            self._settled.notify_all()
             window = self._clients.get(client)
             if window is None:
                 return

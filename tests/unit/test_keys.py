@@ -274,3 +274,22 @@ def test_concurrent_guesses_cannot_slip_past_the_failure_budget() -> None:
     for thread in threads:
         thread.join(5)
     assert len(calls) == 3
+
+
+def test_a_burst_of_valid_first_time_keys_from_one_address_is_queued_not_refused() -> None:
+    def slow_offload(fn: Callable[[str, str], bool], stored: str, secret: str) -> bool:
+        time.sleep(0.02)
+        return fn(stored, secret)
+
+    verifier = KeyVerifier("s", offload=slow_offload, failure_budget=3, now=lambda: NOW)
+    table = {f"gk_{i}": compiled(f"gk_{i}", "right") for i in range(12)}
+    outcomes: list[KeyOutcome] = []
+    threads = [
+        threading.Thread(target=lambda i=i: outcomes.append(verifier.check(f"gk_{i}.right", table, "10.0.0.2").outcome))
+        for i in range(12)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == [KeyOutcome.VALID] * 12
