@@ -352,7 +352,7 @@ class ConfigApplicationSerializer(serializers.Serializer):
     allowed_origins = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
     whitelist = ConfigEntrySerializer(many=True, required=False)
-    api_keys = ConfigKeySerializer(many=True, required=False, help_text="Ignored by an import.")
+    api_keys = ConfigKeySerializer(many=True, read_only=True, help_text="Exported for reference; an import ignores it.")
 
 
 class ConfigDocumentSerializer(serializers.Serializer):

@@ -223,6 +223,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "admin_panel.api.schema.describe_model_rules",
+    ],
 }
 # Failed staff logins (admin UI and API) per client IP and window; 0: no limit.
 ADMIN_LOGIN_MAX_FAILURES = env.int("GATEWAY_ADMIN_LOGIN_MAX_FAILURES", default=10)
