@@ -353,11 +353,24 @@ def config_import(document: object, *, actor: Actor, dry_run: bool = False) -> I
     diff = ImportDiff(dry_run=dry_run)
     try:
         with transaction.atomic():
+            if not dry_run:
+                _lock_config()
             _sync_services(services, diff, actor=actor, dry_run=dry_run)
             _sync_applications(applications, diff, actor=actor, dry_run=dry_run)
     except _Refused as refused:
         raise ConfigInvalid([refused.problem]) from None
     return diff
+
+
+def _lock_config() -> None:
+    """Serialize imports: lock the config revision row until this transaction ends (PostgreSQL).
+
+    Two concurrent imports would otherwise each diff against the config before the
+    other's changes. SQLite locks the whole database on the first write anyway.
+    """
+    from routing.reload import REVISION_ROW_ID, ConfigRevision
+
+    list(ConfigRevision.objects.select_for_update().filter(id=REVISION_ROW_ID).values_list("id", flat=True))
 
 
 class _Refused(Exception):
