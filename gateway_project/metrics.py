@@ -175,8 +175,9 @@ def gateway_metrics() -> GatewayMetrics:
 def observe_request(ctx: RequestContext, response: HttpResponseBase) -> None:
     """Count and time one finished request of the pipeline.
 
-    Cheap: a few memory-mapped increments; the response body is read only for a small
-    JSON error the gateway itself produced. Never raises into the request.
+    Cheap: a few memory-mapped increments and an in-memory count for the dashboard; the
+    response body is read only for a small JSON error the gateway itself produced.
+    Called by the pipeline's finalize step, which logs (and survives) any exception.
     """
     metrics = gateway_metrics()
     service = ctx.route.service_name if ctx.route is not None else ""
