@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.test import Client
 from django.utils import timezone
 
 from access.keys import hash_verify
@@ -373,3 +374,21 @@ def test_key_issue_and_revoke_and_entry_changes_are_audited(api, staff) -> None:
     change = LogEntry.objects.get(object_id=str(entry.id))
     assert change.user_id == staff.id
     assert "Rate limit" in change.get_change_message()
+
+
+def test_api_changes_show_in_the_admin_history_page(api, settings) -> None:
+    settings.ROOT_URLCONF = "admin_panel.urls"
+    api.post(SERVICES, {"service_name": "billing", "default_url": "http://127.0.0.1:9001"}, format="json")
+    api.patch(f"{SERVICES}/billing", {"timeout_ms": 900}, format="json")
+    service = ServiceConfig.objects.get()
+    viewer = make_user("auditor")
+    viewer.is_superuser = True
+    viewer.save()
+    browser = Client()
+    browser.force_login(viewer)
+    page = browser.get(f"/admin/routing/serviceconfig/{service.pk}/history/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Changed Timeout ms." in text
+    assert "Added." in text
+    assert "ops" in text  # the API user who made the changes
