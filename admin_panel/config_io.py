@@ -296,6 +296,10 @@ class _Parser:
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 self.problem(f"{location}.{name}", f"Must be {_type_names(types)}.")
                 unusable.append(name)
+            elif _has_nul(value):
+                # PostgreSQL cannot store NUL in text; the API's fields refuse it the same way.
+                self.problem(f"{location}.{name}", "Null characters are not allowed.")
+                unusable.append(name)
             values[name] = None if name in BLANK_IS_NULL and value == "" else value
         instance = model(**{name: value for name, value in values.items() if name not in unusable})
         try:
@@ -327,6 +331,12 @@ class _Parser:
                 self.problem(f"{row.location}.{name}", f"Also used by {seen[value]} ('{value}').")
             else:
                 seen[value] = row.location
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    return isinstance(value, list) and any(isinstance(item, str) and "\x00" in item for item in value)
 
 
 def _type_names(types: tuple[type, ...]) -> str:

@@ -13,7 +13,9 @@ def service_list() -> QuerySet[ServiceConfig]:
 
 
 def service_get(service_name: str) -> ServiceConfig | None:
-    """Return the service named ``service_name``, or None."""
+    """Return the service named ``service_name``, or None (also for a name no row can have)."""
+    if "\x00" in service_name:  # PostgreSQL refuses NUL in a query parameter
+        return None
     return ServiceConfig.objects.filter(service_name=service_name).first()
 
 
@@ -24,4 +26,6 @@ def service_version_list(service: ServiceConfig) -> QuerySet[ServiceVersion]:
 
 def service_version_get(service: ServiceConfig, version: str) -> ServiceVersion | None:
     """Return ``version`` of ``service``, or None."""
+    if "\x00" in version:
+        return None
     return ServiceVersion.objects.filter(service=service, version=version).select_related("service").first()

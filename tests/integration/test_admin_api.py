@@ -392,3 +392,10 @@ def test_api_changes_show_in_the_admin_history_page(api, settings) -> None:
     assert "Changed Timeout ms." in text
     assert "Added." in text
     assert "ops" in text  # the API user who made the changes
+
+
+def test_nul_in_a_path_parameter_is_a_404_not_a_500(api) -> None:
+    make_service("billing", "http://127.0.0.1:9001")
+    assert api.get(f"{SERVICES}/%00").status_code == 404
+    assert api.get(f"{SERVICES}/billing/versions/v%001").status_code == 404
+    assert api.get(f"{APPS}/%00").status_code == 404

@@ -89,3 +89,11 @@ def test_nested_drf_errors_are_flattened_to_field_paths() -> None:
         "name": ["Required."],
     }
     assert _field_errors([{"a": ["x"]}, {}]) == {"[0].a": ["x"]}
+
+
+def test_nul_characters_are_refused_like_the_api_does() -> None:
+    problems = problems_of(
+        {"services": [], "applications": [{"name": "x\x00", "allowed_origins": ["https://a.example\x00"]}]}
+    )
+    assert problems["applications[0].name"] == "Null characters are not allowed."
+    assert problems["applications[0].allowed_origins"] == "Null characters are not allowed."
