@@ -175,10 +175,14 @@ def on_config_deleted(sender: type[models.Model], instance: models.Model, **kwar
 
 def connect_signals() -> None:
     """Connect the receivers to the five configuration models (called from AppConfig.ready)."""
+    from django.conf import settings
     from django.db.models.signals import post_delete, post_save
 
     from access.models import ApiKey, Application, EndpointWhitelist
     from routing.models import ServiceConfig, ServiceVersion
+
+    if getattr(settings, "REDIS_URL", None):
+        import redis  # noqa: F401 - imported now, not on the first change (a noticeable delay)
 
     for model in (ServiceConfig, ServiceVersion, Application, EndpointWhitelist, ApiKey):
         post_save.connect(on_config_saved, sender=model, dispatch_uid=f"gateway-reload-save-{model.__name__}")
@@ -414,7 +418,10 @@ class Watcher:
         try:
             if refresh():
                 installed = snapshot.installed()
-                logger.info("config snapshot loaded", extra={"config_version": installed and installed.version})
+                logger.info(
+                    "config snapshot loaded",
+                    extra={"config_version": installed and installed.version, "pid": os.getpid()},
+                )
         except Exception as exc:  # keep serving the last good snapshot
             logger.warning("config reload failed, serving the last good snapshot: %s", type(exc).__name__)
             self.stopped.wait(RETRY_AFTER_ERROR_S)
