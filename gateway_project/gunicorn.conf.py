@@ -1,11 +1,29 @@
-"""Shared gunicorn config for the gateway (4200) and the admin panel (-b :4201)."""
+"""Shared gunicorn config for the gateway (4200) and the admin panel (-b :4201).
+
+Worker model: gevent. A gateway spends nearly all of a request waiting on its
+upstream; a gevent worker holds thousands of such waits at once, where sync or
+gthread workers hold one per thread. Measured on the 2-core reference machine
+(docs/PERFORMANCE.md): 200 concurrent requests to a 1 s upstream complete in about
+1-2 s with gevent, while gthread 2x16 and sync workers queue them into timeouts.
+Every value below can be overridden by its variable, or by gunicorn's own
+``WEB_CONCURRENCY`` and ``GUNICORN_CMD_ARGS``.
+"""
 
 import os
 
 bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:4200")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
-worker_connections = 1000
+# One gevent worker per core: the work is CPU-light and concurrency comes from greenlets.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(max(os.cpu_count() or 1, 2))))
+worker_class = os.environ.get("GATEWAY_WORKER_CLASS", "gevent")
+# Concurrent connections per worker (each may be a slow upstream call or a long stream).
+worker_connections = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000"))
+# Keep client connections open between requests (load balancers reuse them); 5 s default.
+keepalive = int(os.environ.get("GATEWAY_KEEPALIVE_S", "5"))
+# Heartbeat timeout: a gevent worker reports from its own greenlet, so long streams are fine.
+timeout = int(os.environ.get("GATEWAY_WORKER_TIMEOUT_S", "60"))
+graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT_S", "30"))
+# The access log is the gateway's own JSON line (gateway_project.logging), not gunicorn's.
+accesslog = None
 
 
 def on_starting(server: object) -> None:
