@@ -37,6 +37,9 @@ class TaskStatus(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     request_id = models.CharField(max_length=128, blank=True, default="")
     idempotency_key = models.CharField(max_length=64, null=True, blank=True)
+    # When the broker confirmed the message; recorded for Idempotency-Key requests only,
+    # so a replay never answers 202 before the first request's publish is settled.
+    confirmed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

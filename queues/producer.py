@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from datetime import timedelta
 from functools import cache
 
@@ -23,8 +24,8 @@ from gateway_project.errors import ErrorCode, GatewayError
 from queues.client import PublishError, QueueClient
 from queues.conf import queue_config
 from queues.messages import is_callback_url, message_build
-from queues.models import TaskStatus
-from queues.services import task_create, task_discard
+from queues.models import TaskState, TaskStatus
+from queues.services import task_confirmed, task_create, task_discard
 from routing.context import RequestContext
 
 logger = logging.getLogger(__name__)
@@ -84,16 +85,23 @@ def publish(ctx: RequestContext) -> HttpResponse:
         callback_url=callback_url,
     )
     window = timedelta(hours=queue_config().idempotency_hours)
-    task, created = task_create(
-        task_id=message.task_id,
-        queue=queue,
-        application_id=application_id,
-        request_id=ctx.request_id,
-        idempotency_key=idempotency_key,
-        idempotency_since=timezone.now() - window,
-    )
-    if not created:
-        return _accepted(task, replayed=True)
+    for _ in range(2):
+        task, created = task_create(
+            task_id=message.task_id,
+            queue=queue,
+            application_id=application_id,
+            request_id=ctx.request_id,
+            idempotency_key=idempotency_key,
+            idempotency_since=timezone.now() - window,
+        )
+        if created:
+            break
+        first = _confirmed(task)
+        if first is not None:
+            return _accepted(first, replayed=True)
+        # The first request's publish failed and its task was deleted: queue this one.
+    else:
+        raise GatewayError(503, ErrorCode.QUEUE_UNAVAILABLE, f"The {queue} queue is not available.")
     try:
         queue_client().send(message)
     except PublishError as exc:
@@ -103,7 +111,31 @@ def publish(ctx: RequestContext) -> HttpResponse:
             extra={"queue": queue, "task_id": message.task_id, "request_id": ctx.request_id, "reason": str(exc)},
         )
         raise GatewayError(503, ErrorCode.QUEUE_UNAVAILABLE, f"The {queue} queue is not available.") from None
+    if idempotency_key is not None:
+        task_confirmed(task_id=message.task_id)
     return _accepted(task, replayed=False)
+
+
+def _confirmed(task: TaskStatus) -> TaskStatus | None:
+    """Return the first task of an Idempotency-Key once its publish is settled; None if it failed.
+
+    A replay must not answer 202 while the first request still waits for the broker
+    (its publish may yet fail and delete the task), so it waits for the confirm to be
+    recorded, a worker to start the task, or the task to disappear. A task still
+    unconfirmed well after the publish timeout belongs to a request that died before
+    publishing; it is deleted, so this request queues a new one.
+    """
+    settled_by = task.created_at + timedelta(seconds=queue_config().publish_timeout_s + 2.0)
+    while task.confirmed_at is None and task.status == TaskState.QUEUED:
+        if timezone.now() > settled_by:
+            task_discard(task_id=str(task.pk))
+            return None
+        time.sleep(0.05)  # cooperative under gevent
+        refreshed = TaskStatus.objects.filter(pk=task.pk).first()
+        if refreshed is None:
+            return None
+        task = refreshed
+    return task
 
 
 def _accepted(task: TaskStatus, *, replayed: bool) -> HttpResponse:

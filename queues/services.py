@@ -103,6 +103,11 @@ def task_start(
     return task
 
 
+def task_confirmed(*, task_id: str) -> None:
+    """Record that the broker confirmed the task's message."""
+    TaskStatus.objects.filter(pk=task_id).update(confirmed_at=timezone.now())
+
+
 def task_retrying(*, task_id: str, error: str) -> None:
     """Mark a task waiting for its next attempt, keeping the last error."""
     TaskStatus.objects.filter(pk=task_id).update(status=TaskState.RETRYING, error=error, updated_at=timezone.now())

@@ -110,3 +110,47 @@ def test_a_finished_task_is_not_started_again() -> None:
         task_start(task_id=str(task.pk), queue="email", application_id=None, request_id="r", create_missing=True)
         is None
     )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("outcome", ["confirmed", "discarded"])
+def test_idempotent_replay_waits_until_the_first_publish_is_settled(outcome: str) -> None:
+    """A replay must not answer 202 for a task whose publish may still fail."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from queues.producer import _confirmed
+    from queues.services import task_confirmed
+
+    first = make_task(application_id=str(uuid.uuid4()), idempotency_key="k" * 64)
+
+    def settle() -> None:
+        time.sleep(0.3)
+        if outcome == "confirmed":
+            task_confirmed(task_id=str(first.pk))
+        else:
+            task_discard(task_id=str(first.pk))
+        connection.close()
+
+    threading.Thread(target=settle).start()
+    started = time.monotonic()
+    replay = _confirmed(TaskStatus.objects.get(pk=first.pk))
+
+    assert time.monotonic() - started >= 0.25
+    if outcome == "confirmed":
+        assert replay is not None
+        assert str(replay.pk) == str(first.pk)
+    else:
+        assert replay is None
+
+
+def test_replay_of_a_task_never_published_discards_it() -> None:
+    from queues.producer import _confirmed
+
+    orphan = make_task(application_id=str(uuid.uuid4()), idempotency_key="k" * 64)
+    age(orphan, 1)
+
+    assert _confirmed(TaskStatus.objects.get(pk=orphan.pk)) is None
+    assert not TaskStatus.objects.exists()
