@@ -16,6 +16,7 @@ import time
 from datetime import timedelta
 from functools import cache
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -86,14 +87,19 @@ def publish(ctx: RequestContext) -> HttpResponse:
     )
     window = timedelta(hours=queue_config().idempotency_hours)
     for _ in range(2):
-        task, created = task_create(
-            task_id=message.task_id,
-            queue=queue,
-            application_id=application_id,
-            request_id=ctx.request_id,
-            idempotency_key=idempotency_key,
-            idempotency_since=timezone.now() - window,
-        )
+        try:
+            task, created = task_create(
+                task_id=message.task_id,
+                queue=queue,
+                application_id=application_id,
+                request_id=ctx.request_id,
+                idempotency_key=idempotency_key,
+                idempotency_since=timezone.now() - window,
+            )
+        except DatabaseError:
+            # Without its status record a task could never be looked up: do not queue it.
+            logger.warning("task record not written", extra={"queue": queue, "request_id": ctx.request_id})
+            raise GatewayError(503, ErrorCode.QUEUE_UNAVAILABLE, "Task status storage is not available.") from None
         if created:
             break
         first = _confirmed(task)
@@ -112,7 +118,11 @@ def publish(ctx: RequestContext) -> HttpResponse:
         )
         raise GatewayError(503, ErrorCode.QUEUE_UNAVAILABLE, f"The {queue} queue is not available.") from None
     if idempotency_key is not None:
-        task_confirmed(task_id=message.task_id)
+        try:
+            task_confirmed(task_id=message.task_id)
+        except DatabaseError:
+            # The message is queued; a replay will then wait the publish timeout and queue anew.
+            logger.warning("task confirm not recorded", extra={"queue": queue, "task_id": message.task_id})
     return _accepted(task, replayed=False)
 
 

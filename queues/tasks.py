@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 
 from gateway_project.celery import app
 from gateway_project.conf import gateway_config
@@ -66,7 +66,7 @@ class QueueTask(Task):
             return
         try:
             self._run(message)
-        except Retry:
+        except (Retry, Reject):
             raise
         except Exception as exc:
             # The database or broker failed around the handler: retry the delivery as a whole.
@@ -132,9 +132,16 @@ class QueueTask(Task):
             "task retrying",
             extra={"queue": message.queue, "task_id": message.task_id, "retry": retries + 1, "delay_s": delay},
         )
-        raise self.retry(
-            countdown=delay, exc=exc, max_retries=max_retries, kwargsrepr=_redacted(message.queue, message.task_id)
-        )
+        try:
+            raise self.retry(
+                countdown=delay, exc=exc, max_retries=max_retries, kwargsrepr=_redacted(message.queue, message.task_id)
+            )
+        except Retry:
+            raise
+        except Exception as publish_error:
+            # The retry could not be published (broker gone): hand this delivery back
+            # unacknowledged rather than lose it.
+            raise Reject(publish_error, requeue=True) from publish_error
 
     def _fail(self, message: TaskMessage, error: str) -> None:
         task_fail(task_id=message.task_id, error=error)
