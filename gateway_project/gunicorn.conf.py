@@ -24,6 +24,10 @@ timeout = int(os.environ.get("GATEWAY_WORKER_TIMEOUT_S", "60"))
 graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT_S", "30"))
 # The access log is the gateway's own JSON line (gateway_project.logging), not gunicorn's.
 accesslog = None
+# gunicorn's control socket defaults to one path per user: several gateways (or the gateway
+# and the admin panel) on one host would take it from each other. Set a path to enable it.
+control_socket = os.environ.get("GATEWAY_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 
 
 def on_starting(server: object) -> None:

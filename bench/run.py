@@ -1,0 +1,238 @@
+"""Benchmark: the gateway against its upstream direct and two reference proxies, in one run.
+
+    .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--workers 2]
+
+Starts a fast upstream (nginx when installed, else bench/upstream.py), the gateway
+(gunicorn, the shared config: gevent workers) on a fresh SQLite config with a public
+route whose entry has a rate limit (every pipeline step does its work), and the two
+references under the same gunicorn settings: a bare Django view forwarding with a
+tuned ``requests`` Session, and django-revproxy's ProxyView (bench/requirements.txt;
+skipped if it cannot be installed). Loads each with ``wrk`` (else ``hey``, else the
+Python generator in bench/loadgen.py) and prints requests/s, p50/p99 latency and the
+ratios. The machine is shared: run it at most a couple of times, when it is quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import LoadResult, run_load  # noqa: E402 - after the path setup
+
+PYTHON = sys.executable
+GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    log = (log_dir / f"{name}.log").open("wb")
+    return Process(name, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+
+def start_upstream(port: int, env: dict[str, str], log_dir: Path) -> Process:
+    nginx = shutil.which("nginx")
+    if nginx:
+        conf = log_dir / "nginx.conf"
+        conf.write_text(
+            f"daemon off; worker_processes 1; pid {log_dir}/nginx.pid; error_log {log_dir}/nginx-error.log;\n"
+            "events { worker_connections 4096; }\n"
+            f"http {{ access_log off; keepalive_requests 1000000; server {{ listen 127.0.0.1:{port};\n"
+            ' location / { default_type application/json; return 200 \'{"ok":true,"service":"bench"}\'; } } }\n'
+        )
+        return start("upstream-nginx", [nginx, "-c", str(conf)], env, log_dir)
+    return start("upstream-python", [PYTHON, "bench/upstream.py", str(port)], env, log_dir)
+
+
+def gunicorn_cmd(app: str, port: int) -> list[str]:
+    return [GUNICORN, "-c", "gateway_project/gunicorn.conf.py", "-b", f"127.0.0.1:{port}", app]
+
+
+def seed_gateway(env: dict[str, str], upstream_url: str) -> None:
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    seed = f"""
+from access.models import Application, EndpointWhitelist
+from routing.models import ServiceConfig, ServiceVersion
+service = ServiceConfig(service_name="bench", default_url={upstream_url!r})
+service.full_clean(); service.save()
+ServiceVersion(service=service, version="v1", url={upstream_url!r}, weight=100).save()
+app = Application(name="bench-public"); app.full_clean(); app.save()
+EndpointWhitelist(application=app, endpoint_path="/api/v1/bench/*", is_public=True, rate_limit=1_000_000_000).save()
+"""
+    subprocess.run([PYTHON, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True)
+
+
+def ensure_revproxy(env: dict[str, str]) -> bool:
+    site = ROOT / "var" / "bench-site"
+    if (site / "revproxy").is_dir():
+        return True
+    result = subprocess.run(
+        [PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), "-r", "bench/requirements.txt"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+_WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def load(url: str, connections: int, duration_s: float) -> LoadResult:
+    """Run the best available load generator against ``url``."""
+    wrk = shutil.which("wrk")
+    if wrk:
+        threads = min(2, connections)
+        out = subprocess.run(
+            [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:.0f}s", "--latency", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+        latency = {p: float(v) * scale[u] for p, v, u in _WRK_LATENCY.findall(out)}
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        return LoadResult(
+            rps, latency.get("50", 0.0), latency.get("99", 0.0), int(errors_match.group(1)) if errors_match else 0
+        )
+    return run_load(url, connections, duration_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for every Django server (default 2)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_SETTINGS_MODULE")}
+    base_env.update(
+        SECRET_KEY="bench-only-not-a-secret",  # noqa: S106 - a throwaway benchmark database
+        GATEWAY_IGNORE_DOTENV="1",
+        ALLOWED_HOSTS="*",
+        WEB_CONCURRENCY=str(args.workers),
+        DATABASE_URL=f"sqlite:///{work}/bench.sqlite3",
+        PYTHONPATH=str(ROOT),
+    )
+    upstream_port, gateway_port, reference_port = free_port(), free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    processes: list[Process] = []
+    try:
+        processes.append(start_upstream(upstream_port, base_env, work))
+        wait_ready(upstream_url + "/")
+        seed_gateway(base_env, upstream_url)
+        processes.append(
+            start("gateway", gunicorn_cmd("gateway_project.wsgi:application", gateway_port), base_env, work)
+        )
+        has_revproxy = ensure_revproxy(base_env)
+        reference_env = {
+            **base_env,
+            "DJANGO_SETTINGS_MODULE": "bench.reference_settings",
+            "BENCH_UPSTREAM": upstream_url,
+        }
+        processes.append(
+            start("reference", gunicorn_cmd("bench.reference_wsgi:application", reference_port), reference_env, work)
+        )
+        gateway_url = f"http://127.0.0.1:{gateway_port}/api/v1/bench/items?page=1"
+        reference_url = f"http://127.0.0.1:{reference_port}/api/v1/bench/items?page=1"
+        revproxy_url = f"http://127.0.0.1:{reference_port}/revproxy/items?page=1"
+        for url in (gateway_url, reference_url):
+            wait_ready(url)
+        if requests.get(gateway_url, timeout=5).status_code != 200:
+            raise RuntimeError("the gateway does not serve the bench route")
+
+        targets = {
+            "upstream direct": upstream_url + "/api/v1/bench/items?page=1",
+            "gateway (all steps)": gateway_url,
+            "django + requests view": reference_url,
+        }
+        if has_revproxy and requests.get(revproxy_url, timeout=5).status_code == 200:
+            targets["django-revproxy ProxyView"] = revproxy_url
+        generator = "wrk" if shutil.which("wrk") else "python loadgen"
+        print(
+            f"load generator: {generator}; {args.connections} connections, {args.duration:.0f} s each; "
+            f"gunicorn {args.workers} workers ({os.environ.get('GATEWAY_WORKER_CLASS', 'gevent')}); "
+            f"{os.cpu_count()} CPUs"
+        )
+        for url in targets.values():  # warm-up: pools, first key checks, page cache
+            load(url, 4, 2)
+        results = {name: load(url, args.connections, args.duration) for name, url in targets.items()}
+        single = {name: load(targets[name], 1, args.duration) for name in ("upstream direct", "gateway (all steps)")}
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+    print(f"\n{'target':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, result in results.items():
+        print(f"{name:28} {result.requests_per_s:9.0f} {result.p50_ms:8.2f} {result.p99_ms:8.2f} {result.errors:7d}")
+    gateway = results["gateway (all steps)"]
+    reference = results["django + requests view"]
+    print("\nratios (same run):")
+    print(f"  gateway / django+requests view: {gateway.requests_per_s / reference.requests_per_s:.2f}x (target >= 1.0)")
+    if "django-revproxy ProxyView" in results:
+        revproxy = results["django-revproxy ProxyView"]
+        print(
+            f"  gateway / django-revproxy:      {gateway.requests_per_s / revproxy.requests_per_s:.2f}x (target >= 1.1)"
+        )
+    print(
+        f"  gateway / upstream direct:      {gateway.requests_per_s / results['upstream direct'].requests_per_s:.3f}x"
+    )
+    direct1, gateway1 = single["upstream direct"], single["gateway (all steps)"]
+    print("\n1 connection latency:")
+    print(f"  upstream direct p50 {direct1.p50_ms:.2f} ms, p99 {direct1.p99_ms:.2f} ms")
+    print(f"  gateway         p50 {gateway1.p50_ms:.2f} ms, p99 {gateway1.p99_ms:.2f} ms")
+    print(
+        f"  added by the gateway: p50 {gateway1.p50_ms - direct1.p50_ms:.2f} ms (target <= 1.0), "
+        f"p99 {gateway1.p99_ms - direct1.p99_ms:.2f} ms (target <= 3)"
+    )
+    print(f"\nlogs in {work}")
+
+
+if __name__ == "__main__":
+    main()
