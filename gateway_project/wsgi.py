@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.core.wsgi import get_wsgi_application
@@ -21,6 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 django_application = get_wsgi_application()
 
 from django.core.handlers.wsgi import WSGIRequest  # noqa: E402 - after Django is set up
+from django.http.response import HttpResponseBase  # noqa: E402
 
 from routing import pipeline, reload  # noqa: E402 - imports models: Django must be set up first
 
@@ -40,7 +41,6 @@ def gateway_application(environ: dict[str, Any], start_response: StartResponse) 
         _start_background()
     request = WSGIRequest(environ)
     response = pipeline.handle(request)
-    response._handler_class = type(django_application)  # the sender of request_finished, as Django sets it
     if (
         not response.streaming
         and "Content-Length" not in response
@@ -51,7 +51,36 @@ def gateway_application(environ: dict[str, Any], start_response: StartResponse) 
         response.headers["Content-Length"] = str(len(response.content))
     headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
     start_response(f"{response.status_code} {response.reason_phrase}", headers)
-    return response
+    return ResponseBody(response)
+
+
+class ResponseBody:
+    """The WSGI body of a pipeline response: its content, then its resource closers.
+
+    Django's ``HttpResponse.close`` also sends ``request_finished`` (closing database
+    connections, resetting the URLconf): the pipeline touches neither, so the fast
+    path runs the closers (upstream connection release, the access log) and skips
+    the signal, a measurable share of a proxied request's CPU.
+    """
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: HttpResponseBase) -> None:
+        self.response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.response)
+
+    def close(self) -> None:
+        response = self.response
+        closers = response._resource_closers  # Django 5.2: what close() runs before the signal
+        for closer in closers:
+            try:
+                closer()
+            except Exception as exc:
+                logger.warning("closing a response failed: %s", type(exc).__name__)
+        closers.clear()
+        response.closed = True
 
 
 _watcher_pid = 0
