@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from django.db import DatabaseError
@@ -26,6 +27,8 @@ class CacheView(AdminAPIView):
         """
         from routing import reload, snapshot
 
+        with contextlib.suppress(snapshot.SnapshotUnavailable):
+            snapshot.current()  # loads it in a process that has none yet (the admin panel)
         state = reload.snapshot_status()
         installed = snapshot.installed()
         try:

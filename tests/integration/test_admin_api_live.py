@@ -65,3 +65,24 @@ def test_changes_through_the_api_reach_every_worker(gateway_server, echo_upstrea
     took = wait_for(lambda: all(served("/api/v1/echo/ping") == 401 for _ in range(4)))
     assert took < PROPAGATION_S + SLACK_S
     assert served("/api/v1/echo/ping", new_key) == 200
+
+
+def test_cache_refresh_reloads_live_workers(gateway_server) -> None:
+    staff = make_user("ops")
+    admin = {"Authorization": f"Token {Token.objects.create(user=staff).key}"}
+    make_service("echo", "http://127.0.0.1:9")
+    gateway = gateway_server(workers=1)
+    url = gateway.url + "/admin/cache"
+
+    before = requests.get(url, headers=admin, timeout=10).json()
+    assert before["loaded"] is True
+    assert before["counts"]
+    assert before["version"] == before["config_version"]
+    refreshed = requests.post(url + "/refresh", headers=admin, timeout=10)
+    assert refreshed.status_code == 202
+
+    def reloaded() -> bool:
+        state = requests.get(url, headers=admin, timeout=10).json()
+        return state["version"] > before["version"] and state["up_to_date"]
+
+    assert wait_for(reloaded) < PROPAGATION_S + SLACK_S
