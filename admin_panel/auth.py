@@ -8,10 +8,13 @@ set, so every worker and node shares the count). Once an address reaches
 ``GATEWAY_ADMIN_LOGIN_WINDOW_S`` (default 60 s) of its first one, every login from it
 is refused for the next window, correct credentials included: 429 with
 ``Retry-After`` on the API, a form error (status 429) in the UI. 0 turns the limit off.
+When the shared cache cannot be reached, logins are not limited (fail open, logged),
+like the gateway's rate limits by default: locking every admin out is the worse failure.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +39,7 @@ from gateway_project.conf import gateway_config
 from routing.client_ip import client_ip_for
 
 CACHE_PREFIX = "admin-login-failures"
+logger = logging.getLogger("gateway.admin_auth")
 
 
 class LoginGuard:
@@ -63,7 +67,11 @@ class LoginGuard:
         """Return the seconds ``client_ip`` must wait before another login, or None when it may try."""
         if self.max_failures <= 0:
             return None
-        locked_until = self.store.get(f"{CACHE_PREFIX}:locked:{client_ip}")
+        try:
+            locked_until = self.store.get(f"{CACHE_PREFIX}:locked:{client_ip}")
+        except Exception as exc:  # the shared cache is down: let staff log in (fail open)
+            logger.warning("login throttling unavailable: %s", type(exc).__name__)
+            return None
         now = self.clock()
         if locked_until is None or locked_until <= now:
             return None
@@ -73,6 +81,12 @@ class LoginGuard:
         """Count one failed login from ``client_ip``; lock it out when that reaches the limit."""
         if self.max_failures <= 0:
             return
+        try:
+            self._count(client_ip)
+        except Exception as exc:  # the shared cache is down: the failure goes uncounted
+            logger.warning("login throttling unavailable: %s", type(exc).__name__)
+
+    def _count(self, client_ip: str) -> None:
         key = f"{CACHE_PREFIX}:count:{client_ip}"
         # add() then incr(): atomic on Redis; the count expires window_s after the first failure.
         self.store.add(key, 0, timeout=self.window_s)

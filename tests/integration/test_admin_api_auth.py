@@ -198,3 +198,19 @@ def test_live_gateway_without_the_admin_api_on_the_public_port(gateway_server) -
     server = gateway_server(env={"GATEWAY_ADMIN_API_ON_PUBLIC_PORT": "false"})
     response = requests.get(server.url + SERVICES, auth=("ops", PASSWORD), timeout=10)
     assert response.status_code == 404
+
+
+class BrokenCache:
+    """A cache whose server is down: every call raises, as RedisCache does."""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]  # any cache method
+        def fail(*args: object, **kwargs: object) -> None:
+            raise ConnectionError("cache down")
+
+        return fail
+
+
+def test_guard_fails_open_when_the_cache_is_down() -> None:
+    guard = LoginGuard(max_failures=1, window_s=60, store=BrokenCache())  # type: ignore[arg-type]  # a stand-in
+    guard.record_failure("10.0.0.1")
+    assert guard.retry_after_s("10.0.0.1") is None
