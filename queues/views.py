@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from access.cors import MAX_AGE_S, applications_for_origin, apply_cors
 from access.policy import identify_caller
 from gateway_project.conf import gateway_config
 from gateway_project.errors import ErrorCode, GatewayError, error_response
@@ -19,6 +21,8 @@ from routing import snapshot
 from routing.client_ip import client_ip_for
 from routing.context import RequestContext
 from routing.request_id import assign_request_id, request_id_for
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 @csrf_exempt  # an API answered with JSON errors (405 for anything but GET), not a form
@@ -42,19 +46,49 @@ def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
         request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR"), gateway_config().trusted_proxies
     )
     try:
-        if request.method not in ("GET", "HEAD"):
+        ctx.response = _answer_preflight(ctx)
+        if ctx.response is not None:
+            response = ctx.response
+        elif request.method not in ("GET", "HEAD"):
             raise GatewayError(
                 405, ErrorCode.METHOD_NOT_ALLOWED, "Task status accepts GET only.", headers={"Allow": "GET, HEAD"}
             )
-        identify_caller(ctx)
-        task = _visible_task(ctx, task_id)
-        response = HttpResponse(_render(task), content_type="application/json")
-        response["Cache-Control"] = "no-store"
+        else:
+            identify_caller(ctx)
+            task = _visible_task(ctx, task_id)
+            response = HttpResponse(_render(task), content_type="application/json")
+            response["Cache-Control"] = "no-store"
     except GatewayError as err:
         response = err.to_response(request_id=ctx.request_id)
+    apply_cors(ctx, response)
     response["X-Request-ID"] = ctx.request_id
     log_access(ctx, response)
     observe_request(ctx, response)
+    return response
+
+
+def _answer_preflight(ctx: RequestContext) -> HttpResponse | None:
+    """Answer a browser's preflight for a status lookup; None when this is no preflight.
+
+    A status URL is not in any whitelist, so an origin qualifies when some active
+    application lists it; the lookup itself still needs that application's key.
+    Raise 403 ``cors_origin_not_allowed`` otherwise.
+    """
+    meta = ctx.request.META
+    origin = meta.get("HTTP_ORIGIN")
+    requested = meta.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD", "").strip().upper()
+    if ctx.request.method != "OPTIONS" or not origin or not requested:
+        return None
+    if requested not in ("GET", "HEAD") or not applications_for_origin(ctx.snapshot, origin):
+        raise GatewayError(403, ErrorCode.CORS_ORIGIN_NOT_ALLOWED, "This origin may not read task status.")
+    headers = [name.strip() for name in meta.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "").split(",")]
+    allowed = ["X-API-Key", *(name for name in headers if _TOKEN.match(name) and name.lower() != "x-api-key")]
+    response = HttpResponse(status=204)
+    response["Access-Control-Allow-Origin"] = origin
+    response["Access-Control-Allow-Methods"] = "GET, HEAD"
+    response["Access-Control-Allow-Headers"] = ", ".join(allowed)
+    response["Access-Control-Max-Age"] = str(MAX_AGE_S)
+    response["Vary"] = "Origin"
     return response
 
 

@@ -245,3 +245,25 @@ def test_rate_limit_applies_to_queue_routes(gateway_server, default_broker: Brok
     assert first.headers["RateLimit-Limit"] == "1"
     assert second.status_code == 429
     assert [m["task_id"] for _, m in default_broker.take_all("sms")] == [first.json()["task_id"]]
+
+
+def test_browsers_may_read_task_status_from_a_listed_origin(gateway_server, default_broker: Broker) -> None:
+    make_service("notify", "queue://sms")
+    acme = make_app("acme", entries=[{"path": "/api/v1/notify/*"}], allowed_origins=["https://app.example.com"])
+    _, key = make_key(acme)
+    gw = gateway_server(env=default_broker.env())
+    status_url = gw.url + post(gw, "/api/v1/notify/send", **{"X-API-Key": key}).json()["status_url"]
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-api-key"}
+
+    allowed = requests.options(status_url, headers={"Origin": "https://app.example.com", **preflight}, timeout=5)
+    refused = requests.options(status_url, headers={"Origin": "https://evil.example.com", **preflight}, timeout=5)
+    read = requests.get(status_url, headers={"Origin": "https://app.example.com", "X-API-Key": key}, timeout=5)
+
+    assert allowed.status_code == 204
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "X-API-Key" in allowed.headers["Access-Control-Allow-Headers"]
+    assert allowed.headers["Access-Control-Max-Age"] == "600"
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "cors_origin_not_allowed")
+    assert read.status_code == 200
+    assert read.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Origin" in read.headers["Vary"]
