@@ -68,7 +68,7 @@ class CacheCounter:
     def incr(self, cache_key: str, ttl_s: int) -> int:
         client = self._redis_client
         if client is not None:
-            key = self.cache.make_and_validate_key(cache_key)
+            key = self.cache.make_key(cache_key)  # a hex digest: nothing to validate
             # INCR is atomic across every process and node. The window is part of the
             # key, so the TTL only frees memory: set it with the window's first hit.
             count = int(client.incr(key))
@@ -129,6 +129,8 @@ class RateLimiter:
         self.clock = clock
         self._shared_down_until = 0.0
         self._warned_at = -1e18
+        self._names: dict[tuple[str, int, int], str] = {}
+        self._exhausted: dict[str, int] = {}  # counters over their limit -> window end
 
     def hit(self, value: str, limit: int) -> RateDecision:
         """Count one request for ``value`` and return the decision (``allowed`` or not).
@@ -137,10 +139,27 @@ class RateLimiter:
         """
         now = self.clock()
         end = window_end(value, WINDOW_S, now)
-        cache_key = _make_cache_key(GROUP, end, (limit, WINDOW_S), value, None)
-        count = self._count(cache_key, WINDOW_S + EXPIRATION_FUDGE, now)
         reset_s = max(1, end - int(now))
+        cache_key = self._cache_key(value, end, limit)
+        if cache_key in self._exhausted:
+            # A counter only grows within its window: once over, it stays over, so
+            # a flood of refused requests costs no round trip.
+            return RateDecision(limit=limit, remaining=0, reset_s=reset_s, allowed=False)
+        count = self._count(cache_key, WINDOW_S + EXPIRATION_FUDGE, now)
+        if count > limit:
+            self._exhausted[cache_key] = end
         return RateDecision(limit=limit, remaining=max(0, limit - count), reset_s=reset_s, allowed=count <= limit)
+
+    def _cache_key(self, value: str, end: int, limit: int) -> str:
+        """Return django-ratelimit's counter name, computed once per counter and window."""
+        memo_key = (value, end, limit)
+        cache_key = self._names.get(memo_key)
+        if cache_key is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+                self._exhausted = {k: e for k, e in self._exhausted.items() if e >= end - WINDOW_S}
+            cache_key = self._names[memo_key] = _make_cache_key(GROUP, end, (limit, WINDOW_S), value, None)
+        return cache_key
 
     def _count(self, cache_key: str, ttl_s: int, now: float) -> int:
         if now >= self._shared_down_until:

@@ -70,6 +70,27 @@ def test_exactly_limit_requests_pass_per_window_and_the_counter_resets() -> None
     assert fresh.allowed and fresh.remaining == 4 and fresh.reset_s == 59
 
 
+def test_an_exhausted_counter_refuses_without_a_round_trip() -> None:
+    calls: list[str] = []
+    local = LocalCounter()
+
+    class Recording:
+        def incr(self, cache_key: str, ttl_s: int) -> int:
+            calls.append(cache_key)
+            return local.incr(cache_key, ttl_s)
+
+    value = "e9:app:z"
+    clock = FakeClock(start_of_window(value))
+    limiter = RateLimiter(Recording(), clock=clock)
+    decisions = [limiter.hit(value, 2) for _ in range(10)]
+    assert [d.allowed for d in decisions] == [True, True] + [False] * 8
+    assert all(d.remaining == 0 and d.reset_s == 59 for d in decisions[2:])
+    assert len(calls) == 3
+    clock.now += 60
+    assert limiter.hit(value, 2).allowed
+    assert len(calls) == 4
+
+
 def test_values_are_counted_separately() -> None:
     limiter = RateLimiter(CacheCounter(locmem("rl-sep")))
     assert limiter.hit("e1:app:a", 1).allowed
@@ -96,7 +117,7 @@ def test_shared_cache_down_fails_open_to_local_counting(caplog: pytest.LogCaptur
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "fail open" in warnings[0].getMessage()
     clock.now += 6
-    limiter.hit("v", 3)
+    limiter.hit("w", 3)
     assert broken.calls == 2
 
 
@@ -201,5 +222,6 @@ def test_redis_counter_is_exact_under_concurrency() -> None:
     end = window_end(value, WINDOW_S, time.time())
     stored = cache.make_and_validate_key(_make_cache_key(ratelimit.GROUP, end, (40, WINDOW_S), value, None))
     client = cache._cache.get_client(stored)
-    assert int(client.get(stored)) == 200
+    # Requests past the limit stop counting once this process saw the counter exhausted.
+    assert 40 < int(client.get(stored)) <= 200
     assert 0 < client.ttl(stored) <= WINDOW_S + EXPIRATION_FUDGE  # the counter frees itself
