@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from access.models import Application
 from access.selectors import application_get, application_list
 from access.services import application_create, application_delete, application_update
-from admin_panel.api.base import COMMON_ERRORS, WITH_INPUT, WITH_LOOKUP, AdminAPIView, found
+from admin_panel.api.base import COMMON_ERRORS, WITH_INPUT, WITH_LOOKUP, AdminAPIView, created, found
 from admin_panel.serializers import ApplicationSerializer
 
 TAGS = ["access"]
@@ -39,7 +39,7 @@ class ApplicationListView(AdminAPIView):
         serializer = ApplicationSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         application = application_create(actor=request.user, fields=serializer.validated_data)
-        return Response(ApplicationSerializer(application).data, status=status.HTTP_201_CREATED)
+        return created(request, ApplicationSerializer(application).data, "application", id=application.id)
 
 
 @extend_schema(parameters=[APPLICATION_ID])

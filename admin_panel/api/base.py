@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse
+from rest_framework import status
 from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from admin_panel.serializers import ErrorSerializer
@@ -27,3 +31,10 @@ def found(value: T | None, what: str) -> T:
     if value is None:
         raise NotFound(f"No such {what}.")
     return value
+
+
+def created(request: Request, data: object, view_name: str, **kwargs: object) -> Response:
+    """Answer 201 with ``data`` and the new resource's URL in ``Location``."""
+    response = Response(data, status=status.HTTP_201_CREATED)
+    response["Location"] = request.build_absolute_uri(reverse(f"admin_api:{view_name}", kwargs=kwargs))
+    return response

@@ -7,7 +7,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from admin_panel.api.base import COMMON_ERRORS, WITH_INPUT, WITH_LOOKUP, AdminAPIView, found
+from admin_panel.api.base import COMMON_ERRORS, WITH_INPUT, WITH_LOOKUP, AdminAPIView, created, found
 from admin_panel.serializers import ServiceSerializer
 from routing.selectors import service_get, service_list
 from routing.services import service_create, service_delete, service_update
@@ -29,7 +29,7 @@ class ServiceListView(AdminAPIView):
         serializer = ServiceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         service = service_create(actor=request.user, fields=serializer.validated_data)
-        return Response(ServiceSerializer(service).data, status=status.HTTP_201_CREATED)
+        return created(request, ServiceSerializer(service).data, "service", service_name=service.service_name)
 
 
 class ServiceDetailView(AdminAPIView):

@@ -7,7 +7,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from admin_panel.api.base import WITH_INPUT, WITH_LOOKUP, AdminAPIView, found
+from admin_panel.api.base import WITH_INPUT, WITH_LOOKUP, AdminAPIView, created, found
 from admin_panel.serializers import ServiceVersionSerializer
 from routing.models import ServiceConfig, ServiceVersion
 from routing.selectors import service_get, service_version_get, service_version_list
@@ -38,7 +38,13 @@ class VersionListView(AdminAPIView):
         serializer = ServiceVersionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         version = service_version_create(service=service, actor=request.user, fields=serializer.validated_data)
-        return Response(ServiceVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return created(
+            request,
+            ServiceVersionSerializer(version).data,
+            "version",
+            service_name=service.service_name,
+            version=version.version,
+        )
 
 
 class VersionDetailView(AdminAPIView):

@@ -12,7 +12,7 @@ from access.models import EndpointWhitelist
 from access.selectors import whitelist_entry_get, whitelist_entry_list
 from access.services import whitelist_entry_create, whitelist_entry_delete, whitelist_entry_update
 from admin_panel.api.applications import APPLICATION_ID, application_or_404
-from admin_panel.api.base import WITH_INPUT, WITH_LOOKUP, AdminAPIView, found
+from admin_panel.api.base import WITH_INPUT, WITH_LOOKUP, AdminAPIView, created, found
 from admin_panel.serializers import WhitelistEntrySerializer
 
 TAGS = ["access"]
@@ -38,7 +38,8 @@ class WhitelistListView(AdminAPIView):
         serializer = WhitelistEntrySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         entry = whitelist_entry_create(application=application, actor=request.user, fields=serializer.validated_data)
-        return Response(WhitelistEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
+        data = WhitelistEntrySerializer(entry).data
+        return created(request, data, "whitelist-entry", id=application.id, entry_id=entry.id)
 
 
 @extend_schema(parameters=[APPLICATION_ID, ENTRY_ID])

@@ -51,6 +51,7 @@ def error_of(response) -> dict:
 def test_service_create_then_read_list_and_defaults(api) -> None:
     created = api.post(SERVICES, {"service_name": "billing", "default_url": "http://127.0.0.1:9001"}, format="json")
     assert created.status_code == 201, created.content
+    assert created["Location"] == "http://testserver/admin/routing/services/billing"
     body = created.json()
     assert body["route_prefix"] == "/api/v1/billing"
     assert body["upstream_prefix"] is None
@@ -237,6 +238,7 @@ def test_whitelist_crud_and_errors(api) -> None:
     )
     assert created.status_code == 201, created.content
     entry_id = created.json()["id"]
+    assert created["Location"].endswith(f"{url}/{entry_id}")
     assert created.json()["application"] == str(app.id)
     assert [e["endpoint_path"] for e in api.get(url).json()] == ["/api/v1/billing/{id}"]
     assert api.patch(f"{url}/{entry_id}", {"is_public": True}, format="json").json()["is_public"] is True
