@@ -8,7 +8,9 @@ when it first served the change (and checks it never served the old config after
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -19,10 +21,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.db import connection
 
+from tests.support.backends import requires_postgres
 from tests.support.builders import make_public_app, make_service
-from tests.support.servers import ROOT, base_env
-from tests.support.upstream import EchoUpstream
+from tests.support.servers import ROOT, base_env, test_database_url
+from tests.support.upstream import EchoUpstream, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -167,3 +171,89 @@ def swap_times(nodes: list) -> dict[int, list[float]]:
             record = json.loads(line)
             swaps[record["pid"]].append(datetime.fromisoformat(record["ts"]).timestamp())
     return swaps
+
+
+class TcpForwarder:
+    """A loopback TCP relay to PostgreSQL that a test can cut and restore (a database outage)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() and stops listening
+            self._listener.close()
+            self._listener = None
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._sockets.clear()
+
+
+@requires_postgres
+def test_a_database_outage_keeps_the_last_good_snapshot(gateway_server, echo_upstream: EchoUpstream) -> None:
+    make_service("steady", echo_upstream.url)
+    make_public_app()
+    db = connection.settings_dict
+    relay = TcpForwarder(int(db.get("PORT") or 5432))
+    relay.start()
+    database_url = test_database_url().replace(f":{db.get('PORT') or 5432}/", f":{relay.port}/")
+    gw = gateway_server(workers=1, env={"DATABASE_URL": database_url, "GATEWAY_RELOAD_POLL_S": "0.2"})
+    try:
+        assert requests.get(gw.url + "/api/v1/steady/x", timeout=5).status_code == 200
+
+        relay.cut()
+        make_service("during", echo_upstream.url)  # committed, but the gateway cannot read it
+        statuses = []
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            statuses.append(requests.get(gw.url + "/api/v1/steady/x", timeout=5).status_code)
+            time.sleep(0.05)
+        assert set(statuses) == {200}
+        assert requests.get(gw.url + "/api/v1/during/x", timeout=5).status_code == 404
+        assert "serving the last good snapshot" in gw.log()
+
+        relay.start()  # the database is back: the poll picks the change up
+        deadline = time.monotonic() + 5
+        while requests.get(gw.url + "/api/v1/during/x", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the gateway did not recover after the outage"
+            time.sleep(0.1)
+    finally:
+        relay.cut()
