@@ -26,6 +26,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     task_queues=topology.all_queues(),
     task_default_queue="email",
+    task_default_exchange=topology.EXCHANGE_NAME,
     task_create_missing_queues=False,
     task_routes={topology.task_name(name): {"queue": name} for name in topology.QUEUE_NAMES},
     task_acks_late=True,
