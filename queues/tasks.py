@@ -223,7 +223,9 @@ def deliver_callback(self: Task, url: str, body: str, task_id: str) -> None:
             return
         delay = backoff_delay(self.request.retries, config.retry_backoff_s, config.retry_backoff_max_s)
         logger.warning("callback retrying", extra={"task_id": task_id, "reason": str(exc), "delay_s": delay})
-        raise self.retry(countdown=delay, exc=exc, max_retries=max_retries) from None
+        raise self.retry(
+            countdown=delay, exc=exc, max_retries=max_retries, argsrepr=f"(<callback of {task_id}>)"
+        ) from None
     logger.info("callback delivered", extra={"task_id": task_id})
 
 

@@ -193,6 +193,7 @@ def test_failed_callback_delivery_is_retried(broker: Broker, worker, echo_upstre
 
     assert len(echo_upstream.received) == 2, w.log()[-3000:]
     assert echo_upstream.received[0].body == echo_upstream.received[1].body
+    assert "/hook" not in w.log(), "callback URLs (they may carry credentials) stay out of worker logs"
 
 
 def test_message_whose_gateway_record_was_discarded_is_not_run(broker: Broker, worker) -> None:
