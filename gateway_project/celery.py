@@ -52,3 +52,17 @@ def declare_dead_letter_queues(sender: object = None, **kwargs: object) -> None:
         channel = conn.default_channel
         for queue in topology.all_dead_letter_queues():
             queue(channel).declare()
+
+
+@worker_ready.connect
+def check_queue_handlers(sender: object = None, **kwargs: object) -> None:
+    """Resolve every queue's handler at start, so a bad GATEWAY_QUEUE_HANDLERS shows up at once."""
+    import logging
+
+    from queues.registry import handler_for
+
+    for name in topology.QUEUE_NAMES:
+        try:
+            handler_for(name)
+        except Exception as exc:
+            logging.getLogger("gateway.worker").error("queue handler unusable: %s", exc)

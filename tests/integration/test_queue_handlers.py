@@ -183,3 +183,23 @@ def test_queue_stats_are_null_when_the_broker_is_down(settings) -> None:
     stats = queue_stats(timeout_s=1)
 
     assert [row["depth"] for row in stats] == [None] * 5
+
+
+def test_queue_handlers_setting_plugs_in_a_function_by_import_string(gateway_settings) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from queues.registry import handler_for
+    from tests.integration.test_queue_fixtures import record
+
+    handler_for.cache_clear()
+    try:
+        gateway_settings(queue_handlers={"email": "tests.integration.test_queue_fixtures.record"})
+        assert handler_for("email") is record
+        assert handler_for("sms") is sms.handle
+
+        handler_for.cache_clear()
+        gateway_settings(queue_handlers={"email": "myproject.nowhere.send"})
+        with pytest.raises(ImproperlyConfigured, match="GATEWAY_QUEUE_HANDLERS"):
+            handler_for("email")
+    finally:
+        handler_for.cache_clear()
