@@ -214,3 +214,67 @@ def test_a_chunked_body_is_cut_off_when_it_crosses_the_limit(gateway_server, ech
     small = requests.post(gw.url + "/api/v1/up/x", data=iter([b"z" * 5000] * 3), timeout=10)
     assert small.status_code == 200
     assert echo_upstream.last.body == b"z" * 15000
+
+
+@pytest.fixture
+def untrusted_tls_upstream(tmp_path) -> Iterator[str]:
+    """An HTTPS upstream on loopback whose self-signed certificate nobody trusts."""
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    reached: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            reached.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    assert reached == []  # the handshake failed: no request ever reached it
+
+
+def test_a_tls_failure_is_502_and_goes_to_the_fallback(gateway_server, fallback, untrusted_tls_upstream) -> None:
+    make_service("tls", untrusted_tls_upstream)
+    make_service("tlsfb", untrusted_tls_upstream, fallback_url=fallback.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env=FAST_FAILURE_ENV)
+    refused = requests.get(gw.url + "/api/v1/tls/x", timeout=10)
+    assert (refused.status_code, error_code(refused)) == (502, "upstream_unavailable")
+    rescued = requests.post(gw.url + "/api/v1/tlsfb/x", data=b"p", timeout=10)
+    assert rescued.status_code == 200
+    assert rescued.headers["X-Gateway-Fallback"] == "1"
+    assert fallback.last.method == "POST"
