@@ -102,7 +102,7 @@ def request_reload() -> None:
         if not any(isinstance(func, _PendingReload) and not func.done for _, func, _ in conn.run_on_commit):
             transaction.on_commit(_PendingReload())
         return
-    _reload_now()
+    reload_now()
 
 
 class _PendingReload:
@@ -115,10 +115,11 @@ class _PendingReload:
 
     def __call__(self) -> None:
         self.done = True
-        _reload_now()
+        reload_now()
 
 
-def _reload_now() -> None:
+def reload_now() -> int:
+    """Bump the version and notify now, whatever the transaction state; return the new version."""
     version = revision_bump()
     _publish(version)
     watcher = _watcher
@@ -127,6 +128,7 @@ def _reload_now() -> None:
     elif snapshot.installed() is not None:
         # No watcher here (admin panel, shell, tests): refresh this process directly.
         refresh(force=True)
+    return version
 
 
 def _publish(version: int) -> None:

@@ -158,3 +158,26 @@ def test_a_failed_reload_keeps_the_last_good_snapshot(monkeypatch) -> None:
     loaded, version, _, last_error, _ = reload.snapshot_status()
     assert loaded and version == good.version
     assert "database went away" in (last_error or "")
+
+
+def test_gateway_reload_command_bumps_the_version() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    before = reload.revision_read()
+    out = StringIO()
+    call_command("gateway_reload", stdout=out)
+    assert reload.revision_read() == before + 1
+    assert str(before + 1) in out.getvalue()
+
+
+def test_the_django_urlconf_path_runs_the_same_pipeline(client) -> None:
+    make_service("viaurls", "http://127.0.0.1:9")
+    reload.refresh(force=True)
+    response = client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "route_not_found"
+    assert response["X-Request-ID"] == response.json()["error"]["request_id"]
+    root = client.get("/api/v1")
+    assert root.json()["error"]["code"] == "route_not_found"

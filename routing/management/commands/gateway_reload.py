@@ -11,5 +11,5 @@ class Command(BaseCommand):
     help = "Bump the configuration version and notify every gateway process to reload it."
 
     def handle(self, *args: object, **options: object) -> None:
-        reload.request_reload()
-        self.stdout.write(f"Configuration version is now {reload.revision_read()}.")
+        version = reload.reload_now()
+        self.stdout.write(f"Configuration version is now {version}; every gateway process was notified.")
