@@ -38,6 +38,7 @@ logger = logging.getLogger("gateway.reload")
 REVISION_ROW_ID = uuid.UUID(int=1)
 CHANNEL = "gateway_config"  # Redis pub/sub channel and PostgreSQL LISTEN channel
 RETRY_AFTER_ERROR_S = 1.0
+CHANNEL_RETRY_S = 10.0  # after a notification channel failure, poll only for this long
 
 
 class ConfigRevision(TimestampedModel):
@@ -388,36 +389,27 @@ class Watcher:
 
     def run(self) -> None:
         listener: Listener | None = None
+        retry_channel_at = 0.0  # while polling only: when to try the notification channel again
         while not self.stopped.is_set():
             try:
-                if listener is None:
+                if listener is None or (retry_channel_at and time.monotonic() >= retry_channel_at):
+                    if listener is not None:
+                        _close_quietly(listener)
+                    listener, retry_channel_at = None, 0.0
                     listener = self.make_listener()
                 if self._wake.is_set():
                     self._wake.clear()
                 else:
                     listener.wait(self.poll_s)
-            except Exception as exc:  # fall back to polling until the channel is back
+            except Exception as exc:  # poll only for a while; propagation stays bounded by the poll
                 logger.warning("config notification channel failed (%s); polling only", type(exc).__name__)
                 if listener is not None:
                     _close_quietly(listener)
-                listener = SleepListener()
-                self._retry_channel_later()
+                listener, retry_channel_at = SleepListener(), time.monotonic() + CHANNEL_RETRY_S
             self._check()
         if listener is not None:
             _close_quietly(listener)
-
-    def _retry_channel_later(self) -> None:
-        # Re-open the real channel after a while; the poll keeps propagation bounded meanwhile.
-        real = self.make_listener
-        deadline = time.monotonic() + 10.0
-
-        def make() -> Listener:
-            if time.monotonic() < deadline:
-                return SleepListener()
-            self.make_listener = real
-            return real()
-
-        self.make_listener = make
+        connections.close_all()  # this thread's database connection
 
     def _check(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -181,3 +182,37 @@ def test_the_django_urlconf_path_runs_the_same_pipeline(client) -> None:
     assert response["X-Request-ID"] == response.json()["error"]["request_id"]
     root = client.get("/api/v1")
     assert root.json()["error"]["code"] == "route_not_found"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_watcher_keeps_polling_when_its_notification_channel_fails(monkeypatch) -> None:
+    """A broken channel (Redis down) degrades to the poll; the channel is tried again later."""
+    attempts: list[str] = []
+
+    class BrokenChannel(reload.Listener):
+        def __init__(self) -> None:
+            attempts.append("connect")
+
+        def wait(self, timeout_s: float) -> None:
+            raise ConnectionError("notification channel went away")
+
+    monkeypatch.setattr(reload, "CHANNEL_RETRY_S", 0.3)
+    reload.refresh(force=True)
+    watcher = reload.Watcher(poll_s=0.05, make_listener=BrokenChannel).start()
+    try:
+        # A change nobody announces: rows written without signals, then only the version bumped.
+        make_service("unannounced", "http://127.0.0.1:9", is_active=False)
+        from routing.models import ServiceConfig
+
+        ServiceConfig.objects.filter(service_name="unannounced").update(is_active=True)
+        reload.revision_bump()
+        deadline = time.monotonic() + 3
+        while "/api/v1/unannounced" not in snapshot.current().routes_by_prefix:
+            assert time.monotonic() < deadline, "the poll did not pick the change up"
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert len(attempts) >= 2  # the channel was tried again after CHANNEL_RETRY_S
+    finally:
+        watcher.stop()
+        watcher.thread.join(timeout=5)
+    assert not watcher.thread.is_alive()
