@@ -240,7 +240,11 @@ CELERY_BROKER_DIR = Path(env.str("GATEWAY_BROKER_DIR", default=str(BASE_DIR / "v
 CELERY_BROKER_TRANSPORT_OPTIONS = _queue_topology.transport_options(CELERY_BROKER_URL, str(CELERY_BROKER_DIR))
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Seconds before a message taken but never acknowledged (a killed worker) is redelivered.
-    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)
+    _visibility_s = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = _visibility_s
+    # Sweep for such messages every few seconds (kombu's default is about every 100 s).
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = max(1, min(10, _visibility_s // 2))
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "processed", "control"):
         (CELERY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
