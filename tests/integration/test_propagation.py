@@ -25,7 +25,8 @@ from django.db import connection
 
 from tests.support.backends import requires_postgres
 from tests.support.builders import make_public_app, make_service
-from tests.support.servers import ROOT, base_env, test_database_url
+from tests.support.servers import ROOT, base_env
+from tests.support.servers import test_database_url as database_url_under_test
 from tests.support.upstream import EchoUpstream, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -234,7 +235,7 @@ def test_a_database_outage_keeps_the_last_good_snapshot(gateway_server, echo_ups
     db = connection.settings_dict
     relay = TcpForwarder(int(db.get("PORT") or 5432))
     relay.start()
-    database_url = test_database_url().replace(f":{db.get('PORT') or 5432}/", f":{relay.port}/")
+    database_url = database_url_under_test().replace(f":{db.get('PORT') or 5432}/", f":{relay.port}/")
     gw = gateway_server(workers=1, env={"DATABASE_URL": database_url, "GATEWAY_RELOAD_POLL_S": "0.2"})
     try:
         assert requests.get(gw.url + "/api/v1/steady/x", timeout=5).status_code == 200

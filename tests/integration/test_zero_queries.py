@@ -59,7 +59,8 @@ def test_steady_state_requests_make_no_database_queries(
     before = query_counts(tmp_path)
     served_by: set[str] = set()
     for _ in range(4):
-        with requests.Session() as client:  # new connections, spread over the workers
+        with requests.Session() as client:
+            client.headers["Connection"] = "close"  # a new connection each time: spread over the workers
             served_by |= mixed_requests(client, 15)
     after = query_counts(tmp_path)
 
