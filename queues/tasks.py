@@ -144,9 +144,10 @@ class QueueTask(Task):
             raise Reject(publish_error, requeue=True) from publish_error
 
     def _fail(self, message: TaskMessage, error: str) -> None:
+        # Dead-letter first: once the status says ``failed``, the dead-letter queue holds it.
+        self._dead_letter(message.to_dict(), error)
         task_fail(task_id=message.task_id, error=error)
         logger.error("task failed", extra={"queue": message.queue, "task_id": message.task_id, "error": error})
-        self._dead_letter(message.to_dict(), error)
         self._queue_callback(message, TaskState.FAILED, None, error)
 
     def _dead_letter(self, raw: object, error: str) -> None:
