@@ -254,6 +254,11 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorBodySerializer()
 
 
+class WorkerVersionSerializer(serializers.Serializer):
+    pid = serializers.IntegerField()
+    version = serializers.IntegerField()
+
+
 class CacheStateSerializer(serializers.Serializer):
     """The config snapshot the answering process serves from, and the database's config version."""
 
@@ -267,6 +272,15 @@ class CacheStateSerializer(serializers.Serializer):
     up_to_date = serializers.BooleanField(help_text="The snapshot is at the database's config version.")
     last_error = serializers.CharField(allow_null=True, help_text="The last failed reload of this process.")
     pid = serializers.IntegerField(help_text="Process id of the worker that answered.")
+    workers = WorkerVersionSerializer(
+        many=True,
+        allow_null=True,
+        help_text="Every live worker of the answering gunicorn and the config version it serves "
+        "(null outside a gunicorn with a metrics directory).",
+    )
+    all_workers_up_to_date = serializers.BooleanField(
+        help_text="Every live worker of this node serves the database's config version."
+    )
 
 
 class StatusSerializer(serializers.Serializer):

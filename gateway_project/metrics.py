@@ -70,6 +70,7 @@ class GatewayMetrics:
     rate_limited: Counter
     queue_published: Counter
     config_version: Gauge
+    worker_config_version: Gauge
     # (service, version, method, status) -> its two children; bounded like the labels.
     children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = field(default_factory=dict)
 
@@ -169,6 +170,12 @@ def gateway_metrics() -> GatewayMetrics:
             registry=registry,
             multiprocess_mode="livemax",
         ),
+        worker_config_version=Gauge(
+            "gateway_worker_config_version",
+            "Version of the configuration snapshot each live worker serves from (label pid).",
+            registry=registry,
+            multiprocess_mode="liveall",
+        ),
     )
 
 
@@ -204,7 +211,13 @@ def observe_request(ctx: RequestContext, response: HttpResponseBase) -> None:
         metrics.upstream_errors.labels(service, reason).inc()
     if code == "rate_limited" or (ctx.rate is not None and not ctx.rate.allowed):
         metrics.rate_limited.labels(service).inc()
-    if status == 202 and ctx.version is not None and ctx.version.queue is not None:
+    if (
+        status == 202
+        and ctx.version is not None
+        and ctx.version.queue is not None
+        # A replayed Idempotency-Key answers the first task's 202 and publishes nothing.
+        and "Idempotent-Replayed" not in response
+    ):
         metrics.queue_published.labels(ctx.version.queue).inc()
     _note_config_version(metrics, ctx.snapshot)
     dashboard_traffic.record(service, status, duration_s)
@@ -235,6 +248,37 @@ def _note_config_version(metrics: GatewayMetrics, snapshot: Snapshot | None) -> 
     if snapshot is not None and snapshot.version != _last_config_version[0]:
         _last_config_version[0] = snapshot.version
         metrics.config_version.set(snapshot.version)
+
+
+def note_snapshot_installed(version: int) -> None:
+    """Record that this process now serves config ``version`` (called on every swap)."""
+    metrics = gateway_metrics()
+    metrics.worker_config_version.set(version)
+    if version != _last_config_version[0]:
+        _last_config_version[0] = version
+        metrics.config_version.set(version)
+
+
+def node_worker_versions() -> dict[int, int] | None:
+    """Return ``{pid: config version}`` for every live worker of this node's gunicorn.
+
+    None when this process runs outside a gunicorn with a multiprocess directory
+    (its workers cannot be seen).
+    """
+    metrics = gateway_metrics()
+    if not metrics.multiprocess:
+        return None
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    versions: dict[int, int] = {}
+    for family in registry.collect():
+        if family.name == "gateway_worker_config_version":
+            for sample in family.samples:
+                versions[int(sample.labels["pid"])] = int(sample.value)
+    return versions
 
 
 def exposition() -> tuple[bytes, str]:

@@ -221,7 +221,18 @@ def refresh(*, force: bool = False) -> bool:
             raise
         snapshot.install(new)
         _last_error = None
-        return True
+    _note_installed(new.version)
+    return True
+
+
+def _note_installed(version: int) -> None:
+    # Published per worker so /admin/cache can describe every worker of the node.
+    from gateway_project import metrics
+
+    try:
+        metrics.note_snapshot_installed(version)
+    except Exception as exc:  # metrics must never block a reload
+        logger.warning("cannot record the installed config version: %s", type(exc).__name__)
 
 
 def _compile_consistent() -> Snapshot:

@@ -20,11 +20,13 @@ TAGS = ["cache"]
 class CacheView(AdminAPIView):
     @extend_schema(tags=TAGS, responses={200: CacheStateSerializer, **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
-        """Describe the snapshot of the process that answers, and the database's config version.
+        """Describe the snapshot of every worker of this node, and the database's config version.
 
         Every worker of every gateway node follows the database's version within the
-        propagation bound; ``up_to_date`` says whether this one already has.
+        propagation bound; ``up_to_date`` says whether this one already has, and
+        ``workers`` lists each live worker of the answering gunicorn with its version.
         """
+        from gateway_project import metrics
         from routing import reload, snapshot
 
         with contextlib.suppress(snapshot.SnapshotUnavailable):
@@ -45,6 +47,18 @@ class CacheView(AdminAPIView):
             "last_error": state.last_error,
             "pid": os.getpid(),
         }
+        workers = metrics.node_worker_versions()
+        data["workers"] = (
+            [{"pid": pid, "version": version} for pid, version in sorted(workers.items())]
+            if workers is not None
+            else None
+        )
+        data["all_workers_up_to_date"] = (
+            workers is not None
+            and config_version is not None
+            and bool(workers)
+            and all(version == config_version for version in workers.values())
+        )
         return Response(CacheStateSerializer(data).data)
 
 

@@ -86,3 +86,30 @@ def test_cache_refresh_reloads_live_workers(gateway_server) -> None:
         return state["version"] > before["version"] and state["up_to_date"]
 
     assert wait_for(reloaded) < PROPAGATION_S + SLACK_S
+
+
+def test_cache_describes_every_worker_of_the_node(gateway_server) -> None:
+    staff = make_user("ops")
+    admin = {"Authorization": f"Token {Token.objects.create(user=staff).key}"}
+    make_service("echo", "http://127.0.0.1:9")
+    gateway = gateway_server(workers=2)
+    url = gateway.url + "/admin/cache"
+
+    def node() -> dict:
+        return requests.get(url, headers=admin, timeout=10).json()
+
+    # Both workers load a snapshot at start and publish its version.
+    wait_for(lambda: len(node()["workers"] or []) == 2)
+    before = node()
+    assert before["all_workers_up_to_date"] is True
+    assert {w["version"] for w in before["workers"]} == {before["config_version"]}
+
+    assert requests.post(url + "/refresh", headers=admin, timeout=10).status_code == 202
+
+    def every_worker_reloaded() -> bool:
+        state = node()
+        versions = {w["version"] for w in state["workers"] or []}
+        return len(state["workers"]) == 2 and versions == {state["config_version"]} and state["all_workers_up_to_date"]
+
+    assert wait_for(every_worker_reloaded) < PROPAGATION_S + SLACK_S
+    assert node()["config_version"] > before["config_version"]

@@ -171,6 +171,14 @@ def test_a_confirmed_queue_publish_is_counted_per_queue(fresh) -> None:
     assert sample(m, "gateway_queue_published_total", queue="sms") == 0
 
 
+def test_an_idempotent_replay_is_not_counted_as_published(fresh) -> None:
+    m, _ = fresh
+    replay = HttpResponse(status=202)
+    replay["Idempotent-Replayed"] = "true"
+    metrics.observe_request(make_ctx(method="POST", queue="email"), replay)
+    assert sample(m, "gateway_queue_published_total", queue="email") == 0
+
+
 def test_config_version_gauge_follows_the_snapshot_served(fresh) -> None:
     m, _ = fresh
     metrics.observe_request(make_ctx(snapshot_version=7), HttpResponse())
