@@ -16,6 +16,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from access.models import ApiKey, Application, EndpointWhitelist
+from access.services import APPLICATION_FIELDS, WHITELIST_FIELDS
 from gateway_project.validators import (
     validate_method_list,
     validate_origin_list,
@@ -23,6 +24,7 @@ from gateway_project.validators import (
     validate_version_list,
 )
 from routing.models import ServiceConfig, ServiceVersion
+from routing.services import SERVICE_FIELDS, VERSION_FIELDS
 
 # PostgreSQL's integer column; a larger number is refused before it reaches the database.
 INT_MAX = 2_147_483_647
@@ -105,19 +107,7 @@ class ServiceSerializer(NullableBlankMixin, ModelRulesSerializer):
 
     class Meta:
         model = ServiceConfig
-        fields = (
-            "id",
-            "service_name",
-            "default_url",
-            "current_version",
-            "fallback_url",
-            "is_active",
-            "route_prefix",
-            "upstream_prefix",
-            "timeout_ms",
-            "created_at",
-            "updated_at",
-        )
+        fields = ("id", *SERVICE_FIELDS, "created_at", "updated_at")
         read_only_fields = ("id", "created_at", "updated_at")
         validators: list[object] = []
         blank_is_null = ("current_version", "fallback_url")
@@ -134,7 +124,7 @@ class ServiceVersionSerializer(ModelRulesSerializer):
 
     class Meta:
         model = ServiceVersion
-        fields = ("id", "service", "version", "url", "weight", "is_active", "created_at", "updated_at")
+        fields = ("id", "service", *VERSION_FIELDS, "created_at", "updated_at")
         read_only_fields = ("id", "service", "created_at", "updated_at")
         validators: list[object] = []
         extra_kwargs = {"weight": {"min_value": 0, "max_value": 1000}}
@@ -151,17 +141,7 @@ class ApplicationSerializer(ModelRulesSerializer):
 
     class Meta:
         model = Application
-        fields = (
-            "id",
-            "name",
-            "description",
-            "allowed_services",
-            "allowed_versions",
-            "allowed_origins",
-            "is_active",
-            "created_at",
-            "updated_at",
-        )
+        fields = ("id", *APPLICATION_FIELDS, "created_at", "updated_at")
         read_only_fields = ("id", "created_at", "updated_at")
         validators: list[object] = []
         extra_kwargs = {"description": {"max_length": 10_000}}
@@ -175,17 +155,7 @@ class WhitelistEntrySerializer(ModelRulesSerializer):
 
     class Meta:
         model = EndpointWhitelist
-        fields = (
-            "id",
-            "application",
-            "endpoint_path",
-            "allowed_methods",
-            "allowed_versions",
-            "rate_limit",
-            "is_public",
-            "created_at",
-            "updated_at",
-        )
+        fields = ("id", "application", *WHITELIST_FIELDS, "created_at", "updated_at")
         read_only_fields = ("id", "application", "created_at", "updated_at")
         validators: list[object] = []
         extra_kwargs = {"rate_limit": {"min_value": 1, "max_value": INT_MAX}}
