@@ -15,7 +15,7 @@ def client_ip_for(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetw
     a trusted proxy; the first untrusted address is the client. With no trusted
     proxies configured the header is ignored entirely, so clients cannot spoof it.
     """
-    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
+    if not trusted or not forwarded_for or not is_trusted_proxy(peer, trusted):
         return peer
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     client = peer
@@ -25,12 +25,13 @@ def client_ip_for(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetw
         except ValueError:
             break  # a malformed hop: stop believing anything further left
         client = hop
-        if not _is_trusted(hop, trusted):
+        if not is_trusted_proxy(hop, trusted):
             break
     return client
 
 
-def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+def is_trusted_proxy(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    """Return True when ``address`` lies in one of the ``trusted`` networks."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -27,7 +27,6 @@ that wrapping cost about a third of a proxied request's CPU in our profile, and
 from __future__ import annotations
 
 import http.cookiejar
-import ipaddress
 import logging
 import os
 import re
@@ -47,6 +46,7 @@ from urllib3.util import SKIP_HEADER, Timeout
 from gateway_project.conf import GatewayConfig, gateway_config
 from gateway_project.errors import ErrorCode, GatewayError
 from routing.breaker import CircuitBreaker
+from routing.client_ip import is_trusted_proxy
 from routing.context import RequestContext
 from routing.matcher import raw_target
 
@@ -153,7 +153,7 @@ def upstream_request_headers(ctx: RequestContext, netloc: str, config: GatewayCo
     headers = dict(filter_hop_by_hop(client_headers(meta), REQUEST_DROP, GATEWAY_HEADER_PREFIXES))
     peer = str(meta.get("REMOTE_ADDR", ""))
     prior = meta.get("HTTP_X_FORWARDED_FOR")
-    trusted = _peer_trusted(peer, config)
+    trusted = is_trusted_proxy(peer, config.trusted_proxies)
     headers["Host"] = netloc
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     headers["X-Forwarded-Proto"] = str(
@@ -176,16 +176,6 @@ def upstream_request_headers(ctx: RequestContext, netloc: str, config: GatewayCo
     headers.setdefault("User-Agent", SKIP_HEADER)
     headers.setdefault("Accept-Encoding", SKIP_HEADER)
     return headers
-
-
-def _peer_trusted(peer: str, config: GatewayConfig) -> bool:
-    if not config.trusted_proxies:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in config.trusted_proxies)
 
 
 # --- Request bodies -----------------------------------------------------------------------
