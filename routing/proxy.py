@@ -17,10 +17,12 @@ clients. Bodies stream both ways in 64 KiB blocks.
 
 One ``requests`` session per process owns the connection pools (its adapter's pool
 manager, TLS verification against requests' CA bundle, no environment proxies, a
-cookie jar that refuses everything). A request is sent on that pool with
-``urlopen`` directly, as requests' adapter does, but without requests' per-request
-wrapping (URL re-parsing, pool-key building, header dict and cookie jar copies):
-that wrapping cost about a third of a proxied request's CPU in our profile, and
+cookie jar that refuses everything). A request borrows a connection from that pool
+(urllib3 connects it, with TLS, and checks a kept-alive one is still open) and the
+exchange itself is written and parsed by ``routing.http1``: requests' per-request
+wrapping (URL re-parsing, pool-key building, header and cookie-jar copies) and
+http.client's header handling (a validated write per header, the ``email`` parser
+for the answer) were most of a proxied request's CPU in our profile, and
 ``Session.send`` would also read a redirect's body to follow it.
 """
 
@@ -30,7 +32,9 @@ import http.cookiejar
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Final
 from urllib.parse import urlsplit
@@ -40,14 +44,15 @@ import urllib3.connectionpool
 from django.http import HttpResponse, StreamingHttpResponse
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
-from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, NewConnectionError, ReadTimeoutError
-from urllib3.util import SKIP_HEADER, Timeout
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, NewConnectionError
 
 from gateway_project.conf import GatewayConfig, gateway_config
 from gateway_project.errors import ErrorCode, GatewayError
 from routing.breaker import CircuitBreaker
 from routing.client_ip import is_trusted_proxy
 from routing.context import RequestContext
+from routing.http1 import Answer, InvalidAnswer, NoAnswer, read_answer, request_head, send_request
 from routing.matcher import raw_target
 
 logger = logging.getLogger("gateway.proxy")
@@ -91,6 +96,8 @@ REQUEST_DROP: Final = frozenset(
 GATEWAY_HEADER_PREFIXES: Final = ("x-consumer-", "x-gateway-")
 # gunicorn always writes its own Date and Server; passing the upstream's would duplicate them.
 RESPONSE_DROP: Final = frozenset({"x-api-key", "date", "server"})
+# A chunked answer is passed on de-chunked: a Content-Length beside it would not describe it.
+RESPONSE_DROP_CHUNKED: Final = RESPONSE_DROP | {"content-length"}
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -166,16 +173,18 @@ def upstream_request_headers(ctx: RequestContext, netloc: str, config: GatewayCo
     if ctx.api_key is not None:
         headers["X-Consumer-ID"] = ctx.api_key.application_id
         if ctx.application is not None:
-            headers["X-Consumer-Name"] = ctx.application.name
+            headers["X-Consumer-Name"] = wire_text(ctx.application.name)
     if ctx.route is not None and ctx.route.service_key:
         headers["X-Service-Key"] = ctx.route.service_key
     length = meta.get("CONTENT_LENGTH")
     if length:
         headers["Content-Length"] = str(length)
-    # urllib3 would add its own User-Agent and Accept-Encoding: send only the client's.
-    headers.setdefault("User-Agent", SKIP_HEADER)
-    headers.setdefault("Accept-Encoding", SKIP_HEADER)
     return headers
+
+
+def wire_text(value: str) -> str:
+    """Return ``value`` as its UTF-8 bytes held in a Latin-1 string (how header values travel)."""
+    return value if value.isascii() else value.encode("utf-8").decode("latin-1")
 
 
 # --- Request bodies -----------------------------------------------------------------------
@@ -373,67 +382,100 @@ def _send(
     if query is not None:
         target += "?" + query
     headers = upstream_request_headers(ctx, netloc, config)
+    method = ctx.request.method or "GET"
     ctx.upstream = base_url
-    timeout = Timeout(connect=config.connect_timeout_ms / 1000, read=(timeout_ms or config.upstream_timeout_ms) / 1000)
-    circuits = breaker()
+    chunked = body is not None and "Content-Length" not in headers
+    if chunked:  # the client sent its body in chunks: so do we, re-framed as it streams
+        headers["Transfer-Encoding"] = "chunked"
     try:
-        upstream = _urlopen(origin, ctx.request.method or "GET", target, body, headers, timeout)
-    except NewConnectionError:  # refused, DNS (a subclass of ConnectTimeoutError: test it first)
-        circuits.record_failure(base_url)
+        head = request_head(method, target, list(headers.items()))
+    except ValueError:
+        logger.warning("request head not forwardable: a header contains a line break", extra=_log_extra(ctx))
         raise UpstreamFailure(_unavailable(), reached=False) from None
-    except ConnectTimeoutError:
-        circuits.record_failure(base_url)
-        raise UpstreamFailure(_timeout(), reached=False) from None
-    except ReadTimeoutError:
-        circuits.record_failure(base_url)
-        raise UpstreamFailure(_timeout(), reached=True) from None
-    except urllib3.exceptions.SSLError:
-        circuits.record_failure(base_url)
-        raise UpstreamFailure(_unavailable(), reached=False) from None
-    except GatewayError:
-        circuits.record_success(base_url)  # it took the connection: the body was the problem
-        raise
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        circuits.record_failure(base_url)
-        logger.warning("upstream request failed: %s", type(exc).__name__, extra={"request_id": ctx.request_id})
-        raise UpstreamFailure(_unavailable(), reached=True) from None
-    circuits.record_success(base_url)
-    return build_response(upstream, ctx.request.method or "GET")
-
-
-def _urlopen(
-    origin: str,
-    method: str,
-    target: str,
-    body: BodyStream | None,
-    headers: dict[str, str],
-    timeout: Timeout,
-) -> urllib3.BaseHTTPResponse:
-    """Send one request on the session's pool, exactly as requests' adapter would, without its wrapping.
-
-    No retries (a failure is ours to judge), no redirects, no decoding, body streamed.
-    """
+    read_timeout_s = (timeout_ms or config.upstream_timeout_ms) / 1000
+    circuits = breaker()
     for attempt in range(2):
-        pool = upstream_pool(origin)
+        lease = Lease(origin)
+        reused = lease.connection.sock is not None
         try:
-            return pool.urlopen(
-                method,
-                target,
-                body=body,
-                headers=headers,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=False,
-                retries=False,
-                timeout=timeout,
-                chunked=body is not None and "Content-Length" not in headers,
-            )
-        except ClosedPoolError:
-            _pools.pop(origin, None)  # evicted by the pool manager: nothing was sent, get a fresh one
-            if attempt:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+            lease.connect(config.connect_timeout_ms / 1000, read_timeout_s)
+        except ConnectTimeoutError as exc:  # NewConnectionError (refused, DNS) is a subclass
+            lease.release(reusable=False)
+            circuits.record_failure(base_url)
+            error = _unavailable() if isinstance(exc, NewConnectionError) else _timeout()
+            raise UpstreamFailure(error, reached=False) from None
+        except (ssl.SSLError, urllib3.exceptions.HTTPError, OSError):  # TLS handshake or certificate
+            lease.release(reusable=False)
+            circuits.record_failure(base_url)
+            raise UpstreamFailure(_unavailable(), reached=False) from None
+        try:
+            send_request(lease.socket, head, body, chunked=chunked, block_bytes=CHUNK_BYTES)
+            answer = read_answer(lease.socket, method)
+        except GatewayError:
+            lease.release(reusable=False)
+            circuits.record_success(base_url)  # it took the connection: the body was the problem
+            raise
+        except NoAnswer:
+            lease.release(reusable=False)
+            # A kept-alive connection the upstream closed as we sent: nothing was processed.
+            if reused and not attempt and body is None and method in IDEMPOTENT_METHODS:
+                continue
+            circuits.record_failure(base_url)
+            raise UpstreamFailure(_unavailable(), reached=True) from None
+        except TimeoutError:
+            lease.release(reusable=False)
+            circuits.record_failure(base_url)
+            raise UpstreamFailure(_timeout(), reached=True) from None
+        except (InvalidAnswer, OSError) as exc:
+            lease.release(reusable=False)
+            circuits.record_failure(base_url)
+            logger.warning("upstream request failed: %s", type(exc).__name__, extra=_log_extra(ctx))
+            raise UpstreamFailure(_unavailable(), reached=True) from None
+        circuits.record_success(base_url)
+        return build_response(answer, lease, method)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+class Lease:
+    """A connection borrowed from the session's pool for ``origin``; ``release`` gives it back once."""
+
+    __slots__ = ("connection", "pool", "released")
+
+    def __init__(self, origin: str) -> None:
+        for attempt in range(2):
+            pool = upstream_pool(origin)
+            try:
+                # A kept-alive connection the upstream has closed comes back unconnected.
+                self.connection: HTTPConnection = pool._get_conn()
+                break
+            except ClosedPoolError:
+                _pools.pop(origin, None)  # evicted by the pool manager: take a fresh pool
+                if attempt:
+                    raise
+        self.pool = pool
+        self.released = False
+
+    @property
+    def socket(self) -> socket.socket:
+        sock = self.connection.sock
+        assert sock is not None  # noqa: S101 - connect() ran first
+        return sock
+
+    def connect(self, connect_timeout_s: float, read_timeout_s: float) -> None:
+        """Connect (with TLS for https) unless the connection is already open; then set the read timeout."""
+        connection = self.connection
+        if connection.sock is None:
+            connection.timeout = connect_timeout_s
+            connection.connect()
+        self.socket.settimeout(read_timeout_s)
+
+    def release(self, *, reusable: bool) -> None:
+        if self.released:
+            return
+        self.released = True
+        if not reusable:
+            self.connection.close()  # a half-used connection cannot carry another request
+        self.pool._put_conn(self.connection)
 
 
 def _timeout() -> GatewayError:
@@ -468,20 +510,20 @@ class RawSetCookie:
         return self.value
 
 
-def build_response(raw: urllib3.BaseHTTPResponse, method: str) -> HttpResponse:
-    """Turn the upstream answer into a Django response streaming its raw body."""
-    status = raw.status
-    headers = filter_hop_by_hop(raw.headers.iteritems(), RESPONSE_DROP)
+def build_response(answer: Answer, lease: Lease, method: str) -> HttpResponse:
+    """Turn the upstream answer into a Django response; the body streams unless it came with the head."""
+    headers = filter_hop_by_hop(answer.headers, RESPONSE_DROP_CHUNKED if answer.chunked else RESPONSE_DROP)
     try:
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            response: HttpResponse = HttpResponse(status=status, reason=raw.reason or None)
-            _release(raw, complete=True)
+        content = b"" if method == "HEAD" or answer.status in (204, 304) else answer.body_in_buffer
+        if content is not None:
+            lease.release(reusable=answer.reusable)
+            response: HttpResponse = HttpResponse(content, status=answer.status, reason=answer.reason or None)
         else:
             response = StreamingHttpResponse(  # type: ignore[assignment]  # same interface for our callers
-                stream_body(raw), status=status, reason=raw.reason or None
+                UpstreamBody(answer, lease), status=answer.status, reason=answer.reason or None
             )
-    except ValueError:
-        _release(raw, complete=False)
+    except ValueError:  # a status Django refuses (outside 100-599)
+        lease.release(reusable=False)
         raise GatewayError(502, ErrorCode.UPSTREAM_UNAVAILABLE, "The upstream sent an invalid answer.") from None
     del response.headers["Content-Type"]  # Django's default; only the upstream's counts
     cookie_index = 0
@@ -496,27 +538,39 @@ def build_response(raw: urllib3.BaseHTTPResponse, method: str) -> HttpResponse:
     return response
 
 
-def stream_body(raw: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    """Yield the raw (still encoded) body in blocks as they arrive; release the connection after."""
-    complete = False
-    try:
-        if raw.chunked and raw.supports_chunked_reads():  # type: ignore[attr-defined]  # urllib3.HTTPResponse
-            for block in raw.read_chunked(CHUNK_BYTES, decode_content=False):  # type: ignore[attr-defined]
-                if block:
-                    yield block
-        else:
-            while block := raw.read1(CHUNK_BYTES, decode_content=False):
-                yield block
-        complete = True
-    except Exception as exc:
-        # Re-raised so the server drops the client connection: a truncated body must not look complete.
-        logger.warning("upstream body interrupted: %s", type(exc).__name__)
-        raise
-    finally:
-        _release(raw, complete=complete)
+class UpstreamBody:
+    """The upstream body as it arrives (still encoded); gives the connection back when done or closed.
+
+    A class rather than a generator: a generator never started would not run its
+    ``finally`` on close (a client gone before the first block), and the connection
+    would never return to its pool.
+    """
+
+    __slots__ = ("answer", "blocks", "lease")
+
+    def __init__(self, answer: Answer, lease: Lease) -> None:
+        self.answer = answer
+        self.lease = lease
+        self.blocks = answer.body(CHUNK_BYTES)
+
+    def __iter__(self) -> UpstreamBody:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self.blocks)
+        except StopIteration:
+            self.lease.release(reusable=self.answer.reusable)
+            raise
+        except Exception as exc:
+            # Re-raised so the server drops the client connection: a truncated body must not look complete.
+            logger.warning("upstream body interrupted: %s", type(exc).__name__)
+            self.lease.release(reusable=False)
+            raise
+
+    def close(self) -> None:
+        self.lease.release(reusable=False)  # no-op after a complete body; else the rest is unread
 
 
-def _release(raw: urllib3.BaseHTTPResponse, *, complete: bool) -> None:
-    if not complete:
-        raw.close()  # a half-read connection cannot be reused
-    raw.release_conn()
+def _log_extra(ctx: RequestContext) -> dict[str, str]:
+    return {"request_id": ctx.request_id}
