@@ -41,8 +41,18 @@ access_logger = logging.getLogger("gateway.access")
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def _timestamp(created: float) -> str:
-    return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Return ``created`` as ISO 8601 UTC with milliseconds (``2026-01-31T12:00:00.123Z``)."""
+    global _second
+    second = int(created)
+    cached = _second  # one read: another thread may replace it meanwhile
+    if cached[0] != second:  # a log line per request: format each second once
+        cached = _second = (second, datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    milliseconds = min(round((created - second) * 1_000_000) // 1000, 999)  # as datetime rounds to µs
+    return f"{cached[1]}.{milliseconds:03d}Z"
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 from gateway_project.conf import IPNetwork
 
@@ -32,8 +33,16 @@ def client_ip_for(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetw
 
 def is_trusted_proxy(address: str, trusted: Sequence[IPNetwork]) -> bool:
     """Return True when ``address`` lies in one of the ``trusted`` networks."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    if not trusted:
         return False
-    return any(ip in network for network in trusted)
+    ip = _parsed(address)
+    return ip is not None and any(ip in network for network in trusted)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return ``address`` parsed, or None; remembered, as a gateway sees the same peers again and again."""
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None

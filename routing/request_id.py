@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from routing.context import RequestContext
 
@@ -14,7 +14,7 @@ def request_id_for(client_value: str | None) -> str:
     """Return ``client_value`` when it is 1-128 chars of ``[A-Za-z0-9._-]``, else a new id."""
     if client_value and _VALID_ID.match(client_value):
         return client_value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as uuid4().hex without its cost
 
 
 def assign_request_id(ctx: RequestContext) -> None:
