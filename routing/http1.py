@@ -8,9 +8,10 @@ parser. Here a request head is one ``sendall`` and an answer head one split, wit
 checks a proxy needs:
 
 - request heads carry no line break inside a value (a header cannot be injected);
-- answer heads are ``HTTP/1.x``, at most ``MAX_HEAD_BYTES`` long, with token names and
-  no folded lines; interim ``1xx`` answers (``100 Continue``, ``103 Early Hints``) are
-  skipped, ``101`` is refused (the proxy never asks to switch protocols);
+- answer heads are ``HTTP/1.x``, at most ``MAX_HEAD_BYTES`` long, with token names, no
+  folded lines and no bare CR or LF (so no value can smuggle in a header of its own);
+  interim ``1xx`` answers (``100 Continue``, ``103 Early Hints``) are skipped, ``101``
+  is refused (the proxy never asks to switch protocols);
 - the body framing follows RFC 9112 §6.3: none for ``HEAD``, ``204`` and ``304``;
   ``Transfer-Encoding: chunked`` decoded as it streams (trailers are dropped); else
   ``Content-Length``, where differing values are refused; else the body runs until the
@@ -276,7 +277,10 @@ class NoAnswer(ConnectionError):
 
 
 def _parse_head(sock: socket.socket, head: bytes, rest: bytes) -> Answer:
-    lines = head.decode("latin-1").split("\r\n")
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        raise InvalidAnswer("bare CR or LF in the answer head")  # would let an upstream inject headers
     version, _, status_reason = lines[0].partition(" ")
     status_text, _, reason = status_reason.partition(" ")
     if not version.startswith("HTTP/1.") or len(status_text) != 3 or not status_text.isdigit():

@@ -154,10 +154,40 @@ def client_headers(meta: Mapping[str, object]) -> list[tuple[str, str]]:
     return headers
 
 
+@lru_cache(maxsize=1024)
+def _forwarded_name(meta_key: str) -> str | None:
+    """Return the header name of an ``HTTP_*`` environ key when the header may go upstream, else None."""
+    name = _header_name(meta_key[5:])
+    lowered = name.lower()
+    if (
+        lowered in HOP_BY_HOP
+        or lowered in REQUEST_DROP
+        or lowered.startswith("proxy-")
+        or lowered.startswith(GATEWAY_HEADER_PREFIXES)
+    ):
+        return None
+    return name
+
+
 def upstream_request_headers(ctx: RequestContext, netloc: str, config: GatewayConfig) -> dict[str, str]:
-    """Return the headers to send upstream (SPEC §4.7)."""
+    """Return the headers to send upstream (SPEC §4.7).
+
+    The same result as ``filter_hop_by_hop(client_headers(meta), REQUEST_DROP,
+    GATEWAY_HEADER_PREFIXES)`` plus the gateway's own headers, in one pass over the
+    environ: the fixed part of the decision is remembered per header name.
+    """
     meta = ctx.request.META
-    headers = dict(filter_hop_by_hop(client_headers(meta), REQUEST_DROP, GATEWAY_HEADER_PREFIXES))
+    connection = meta.get("HTTP_CONNECTION")
+    named = {token.strip().lower() for token in connection.split(",")} if connection else None
+    headers: dict[str, str] = {}
+    for key, value in meta.items():
+        if key.startswith("HTTP_"):
+            name = _forwarded_name(key)
+            if name is not None and (named is None or name.lower() not in named):
+                headers[name] = value
+    content_type = meta.get("CONTENT_TYPE")
+    if content_type and (named is None or "content-type" not in named):
+        headers["Content-Type"] = content_type
     peer = str(meta.get("REMOTE_ADDR", ""))
     prior = meta.get("HTTP_X_FORWARDED_FOR")
     trusted = is_trusted_proxy(peer, config.trusted_proxies)
@@ -525,16 +555,22 @@ def build_response(answer: Answer, lease: Lease, method: str) -> HttpResponse:
     except ValueError:  # a status Django refuses (outside 100-599)
         lease.release(reusable=False)
         raise GatewayError(502, ErrorCode.UPSTREAM_UNAVAILABLE, "The upstream sent an invalid answer.") from None
-    del response.headers["Content-Type"]  # Django's default; only the upstream's counts
+    # Straight into Django's header store, skipping its per-header charset and line-break
+    # checks: routing.http1 already refused any answer head with a bare CR or LF, and
+    # the values are Latin-1 strings by construction. Django's default Content-Type goes:
+    # only the upstream's counts.
+    store: dict[str, tuple[str, str]] = response.headers._store  # type: ignore[attr-defined]  # Django 5.2
+    store.clear()
     cookie_index = 0
     for name, value in headers:
-        if name.lower() == "set-cookie":
+        lowered = name.lower()
+        if lowered == "set-cookie":
             dict.__setitem__(response.cookies, f"{cookie_index}", RawSetCookie(value))
             cookie_index += 1
-        elif name in response.headers:
-            response.headers[name] = f"{response.headers[name]}, {value}"
+        elif lowered in store:
+            store[lowered] = (store[lowered][0], f"{store[lowered][1]}, {value}")
         else:
-            response.headers[name] = value
+            store[lowered] = (name, value)
     return response
 
 

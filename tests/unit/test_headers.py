@@ -112,3 +112,35 @@ def test_a_set_cookie_value_is_emitted_unchanged() -> None:
     cookie = RawSetCookie("sid=abc; Path=/; HttpOnly; SameSite=Lax")
     assert cookie.output(header="") == "sid=abc; Path=/; HttpOnly; SameSite=Lax"
     assert (cookie.key, cookie.coded_value) == ("sid", "abc")
+
+
+def test_the_one_pass_builder_forwards_what_the_header_filter_keeps() -> None:
+    meta = {
+        **BASE_META,
+        "HTTP_CONNECTION": "keep-alive, X-Hop, Content-Type",
+        "HTTP_X_HOP": "dropped: named by Connection",
+        "HTTP_KEEP_ALIVE": "timeout=5",
+        "HTTP_PROXY_AUTHORIZATION": "Basic x",
+        "HTTP_PROXY_ANYTHING": "x",
+        "HTTP_TE": "trailers",
+        "HTTP_UPGRADE": "h2c",
+        "HTTP_X_CONSUMER_ID": "spoofed",
+        "HTTP_X_GATEWAY_FALLBACK": "spoofed",
+        "HTTP_X_SERVICE_KEY": "spoofed",
+        "HTTP_COOKIE": "a=1; b=2",
+        "HTTP_ACCEPT_ENCODING": "gzip",
+        "HTTP_X_CUSTOM": "kept",
+    }
+    expected = dict(filter_hop_by_hop(client_headers(meta), REQUEST_DROP, GATEWAY_HEADER_PREFIXES))
+    headers = upstream_request_headers(context(meta), "up:80", GatewayConfig())  # type: ignore[arg-type]
+    gateways_own = {
+        "Host",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Request-ID",
+        "Content-Length",
+    }
+    assert {name: value for name, value in headers.items() if name not in gateways_own} == expected
+    assert "Content-Type" not in headers  # named by Connection
+    assert headers["Cookie"] == "a=1; b=2" and headers["X-Custom"] == "kept"

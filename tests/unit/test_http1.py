@@ -126,6 +126,8 @@ def test_interim_answers_are_skipped(pair) -> None:
         b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nSet-Cookie: injected=1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\rX-B: 2\r\n\r\n",
     ],
 )
 def test_invalid_answer_heads_are_refused(pair, head: bytes) -> None:
