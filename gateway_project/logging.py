@@ -37,6 +37,8 @@ ACCESS_FIELDS: tuple[str, ...] = (
 )
 
 access_logger = logging.getLogger("gateway.access")
+# Built once: json.dumps with any option builds a new encoder per call, a cost paid per request.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
 
@@ -73,7 +75,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             # Exception type only: a traceback may quote request data.
             payload["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
-        return json.dumps(payload, default=str, separators=(",", ":"))
+        return _ENCODER.encode(payload)
 
 
 class TextFormatter(logging.Formatter):
@@ -94,7 +96,7 @@ class AccessJsonFormatter(JsonFormatter):
         access = getattr(record, "access", None)
         if not isinstance(access, dict):
             return super().format(record)
-        return json.dumps(access, default=str, separators=(",", ":"))
+        return _ENCODER.encode(access)
 
 
 class AccessTextFormatter(TextFormatter):
