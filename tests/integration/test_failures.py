@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -278,3 +279,122 @@ def test_a_tls_failure_is_502_and_goes_to_the_fallback(gateway_server, fallback,
     assert rescued.status_code == 200
     assert rescued.headers["X-Gateway-Fallback"] == "1"
     assert fallback.last.method == "POST"
+
+
+class ScriptedUpstream:
+    """A raw HTTP/1.1 server on loopback whose answers are scripted per request, in order.
+
+    Each script entry gets the request head and returns the bytes to send back, a
+    ``(bytes, "close")`` pair to close the connection after them, or None to close it
+    without answering. Connections are kept open otherwise.
+    """
+
+    def __init__(self, script: list) -> None:
+        self.script = list(script)
+        self.connections = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                answer = self.script.pop(0)(head) if self.script else None
+                if answer is None:
+                    return
+                if isinstance(answer, tuple):  # (bytes, "close"): send, then close the connection
+                    conn.sendall(answer[0])
+                    return
+                conn.sendall(answer)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def ok(body: bytes = b"ok"):
+    return lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+@pytest.fixture
+def scripted() -> Iterator:
+    upstreams: list[ScriptedUpstream] = []
+
+    def start(*script) -> ScriptedUpstream:
+        upstream = ScriptedUpstream(list(script))
+        upstreams.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in upstreams:
+        upstream.close()
+
+
+def test_a_kept_alive_connection_closed_by_the_upstream_is_retried_for_a_get(gateway_server, scripted) -> None:
+    upstream = scripted(ok(b"first"), lambda head: None, ok(b"second"))
+    make_service("flaky", upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1)
+    assert requests.get(gw.url + "/api/v1/flaky/a", timeout=10).content == b"first"
+    # The kept connection is closed on the next request without an answer: one retry, on a new connection.
+    response = requests.get(gw.url + "/api/v1/flaky/b", timeout=10)
+    assert (response.status_code, response.content) == (200, b"second")
+    assert upstream.connections == 2
+
+
+def test_a_post_is_not_retried_when_the_upstream_closes_without_answering(gateway_server, scripted) -> None:
+    upstream = scripted(ok(), lambda head: None, ok(b"never"))
+    make_service("flaky", upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1)
+    assert requests.get(gw.url + "/api/v1/flaky/a", timeout=10).status_code == 200
+    response = requests.post(gw.url + "/api/v1/flaky/b", data=b"payload", timeout=10)
+    assert (response.status_code, error_code(response)) == (502, "upstream_unavailable")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Split: a\nSet-Cookie: injected=1\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nFolded: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+    ],
+)
+def test_an_invalid_answer_is_502(gateway_server, scripted, answer: bytes) -> None:
+    upstream = scripted(lambda head: answer)
+    make_service("broken", upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1)
+    response = requests.get(gw.url + "/api/v1/broken/x", timeout=10)
+    assert (response.status_code, error_code(response)) == (502, "upstream_unavailable")
+    assert "injected" not in response.headers.get("Set-Cookie", "")
+
+
+def test_a_body_cut_short_drops_the_client_connection(gateway_server, scripted) -> None:
+    big = b"x" * 200_000
+    upstream = scripted(lambda head: (b"HTTP/1.1 200 OK\r\nContent-Length: 500000\r\n\r\n" + big, "close"))
+    make_service("short", upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1)
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # the body ended early: not passed as whole
+        requests.get(gw.url + "/api/v1/short/x", timeout=20).content  # noqa: B018 - reading the body fails
+    assert time.monotonic() - started < 10  # dropped at once, not left to a timeout
