@@ -2,13 +2,15 @@
 
 Counting follows django-ratelimit's core: fixed windows whose edges are staggered
 per counted value (``core._get_window``), counters named by ``core._make_cache_key``
-and kept ``EXPIRATION_FUDGE`` seconds past their window. Two strategies sit behind
+and kept ``EXPIRATION_FUDGE`` seconds past their window. The strategies sit behind
 one interface, as Kong's local / redis policies do:
 
-- ``CacheCounter``: the Django cache. With ``REDIS_URL`` set that is Redis, and one
+- ``RedisCounter``: with ``REDIS_URL`` set, the Redis behind the Django cache; one
   atomic ``INCR`` round trip counts exactly across every worker and node (``EXPIRE``
-  follows a window's first hit); otherwise the in-process cache (per worker).
-- ``LocalCounter``: in-process; the fallback while the shared cache is unreachable.
+  follows a window's first hit).
+- ``LocalCounter``: in-process, per worker: without ``REDIS_URL`` (the default cache
+  is then the in-process one), and as the fallback while Redis is unreachable.
+- ``CacheCounter``: any other Django cache (``add`` + ``incr``).
 
 Redis down: with ``GATEWAY_RATELIMIT_FAIL_OPEN`` (default true) requests are counted
 by ``LocalCounter`` per process (a warning is logged every 30 s at most, Redis is
@@ -17,19 +19,27 @@ retried after 5 s); with it false they are refused with 429 ``rate_limited``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from django.core.cache import BaseCache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django_ratelimit.core import EXPIRATION_FUDGE, _make_cache_key
 
 from gateway_project.conf import gateway_config
 from gateway_project.errors import ErrorCode, GatewayError
 from routing.context import RateDecision, RequestContext
+
+if TYPE_CHECKING:
+    from redis.connection import Connection
 
 logger = logging.getLogger("access.ratelimit")
 
@@ -56,31 +66,85 @@ class Counter(Protocol):
 
 
 class CacheCounter:
-    """Count in a Django cache: one INCR round trip on Redis, add + incr elsewhere."""
+    """Count in any Django cache: ``add`` then ``incr`` (atomic where the backend's incr is)."""
 
     def __init__(self, cache: BaseCache) -> None:
         self.cache = cache
-        self._redis_client: Any = None
-        if type(cache).__name__ == "RedisCache":
-            # One client for the process: building a redis.Redis per call costs more than the round trip.
-            self._redis_client = cache._cache.get_client(None, write=True)  # type: ignore[attr-defined]  # RedisCacheClient
 
     def incr(self, cache_key: str, ttl_s: int) -> int:
-        client = self._redis_client
-        if client is not None:
-            key = self.cache.make_key(cache_key)  # a hex digest: nothing to validate
-            # INCR is atomic across every process and node. The window is part of the
-            # key, so the TTL only frees memory: set it with the window's first hit.
-            count = int(client.incr(key))
-            if count == 1:
-                client.expire(key, ttl_s)
-            return count
         self.cache.add(cache_key, 0, ttl_s)
         try:
             return int(self.cache.incr(cache_key))
         except ValueError:  # expired between add and incr: start the window again
             self.cache.add(cache_key, 0, ttl_s)
             return int(self.cache.incr(cache_key))
+
+
+class RedisCounter:
+    """Count in the Redis behind a Django ``RedisCache``: one INCR round trip per hit.
+
+    INCR is atomic on the server, so counts are exact across every process and node.
+    Connections use the cache's own settings (URL, database, password, timeouts) and
+    its key prefix, but are held here in a plain stack rather than checked out of
+    redis-py's pool for every command: a checkout there probes the socket and records
+    metrics, which costs more CPU than the round trip itself. Each call pops a
+    connection and pushes it back when its reply has been read, so two greenlets (or
+    threads) never share one; a connection that failed is closed, never reused, and
+    an INCR is never resent (a retry after a lost reply would count twice).
+
+    Options (defaults in brackets): ``max_idle`` [32] connections kept open between
+    calls; more are opened while more calls are in flight, and closed afterwards.
+    """
+
+    def __init__(self, cache: RedisCache, *, max_idle: int = 32) -> None:
+        pool = cache._cache.get_client(None, write=True).connection_pool  # RedisCacheClient, the write server
+        self._new_connection: Callable[[], Connection] = functools.partial(
+            pool.connection_class, **pool.connection_kwargs
+        )
+        self._make_key = cache.make_key
+        self.max_idle = max_idle
+        self._idle: list[Connection] = []
+        self._pid = os.getpid()
+        self._commands: dict[str, list[bytes]] = {}  # counter name -> packed INCR of its Redis key
+
+    def incr(self, cache_key: str, ttl_s: int) -> int:
+        connection = self._checkout()
+        try:
+            command = self._commands.get(cache_key)
+            if command is None:
+                command = self._pack_incr(connection, cache_key)
+            connection.send_packed_command(command, check_health=False)
+            count = int(connection.read_response())
+            if count == 1:
+                # The window is part of the key, so the TTL only frees memory: set it
+                # with the window's first hit.
+                connection.send_command("EXPIRE", self._make_key(cache_key), ttl_s, check_health=False)
+                connection.read_response()
+        except BaseException:
+            # The reply may still be on its way: the connection cannot serve another call.
+            connection.disconnect()
+            raise
+        if len(self._idle) < self.max_idle:
+            self._idle.append(connection)
+        else:
+            connection.disconnect()
+        return count
+
+    def _checkout(self) -> Connection:
+        if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new_connection()  # connects on its first command
+
+    def _pack_incr(self, connection: Connection, cache_key: str) -> list[bytes]:
+        if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
+            self._commands.clear()
+        # _make_cache_key's names are hex digests: nothing for make_and_validate_key to reject.
+        command: list[bytes] = connection.pack_command("INCR", self._make_key(cache_key))
+        self._commands[cache_key] = command
+        return command
 
 
 class LocalCounter:
@@ -101,6 +165,29 @@ class LocalCounter:
             if len(self._counts) > 50_000:
                 self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
             return count + 1
+
+
+def shared_counter(cache: BaseCache) -> Counter:
+    """Return the counting strategy for ``cache``.
+
+    ``RedisCounter`` on Django's ``RedisCache``; ``LocalCounter`` on ``LocMemCache``,
+    which is per process too but would pickle every count and take its lock twice per
+    hit; ``CacheCounter`` on any other cache.
+    """
+    if isinstance(cache, RedisCache):
+        return RedisCounter(cache)
+    if isinstance(cache, LocMemCache):
+        return LocalCounter()
+    return CacheCounter(cache)
+
+
+@dataclass(slots=True)
+class _Window:
+    """One counter's current window: its end (epoch s), its cache key, whether it is used up."""
+
+    end: int
+    cache_key: str
+    exhausted: bool = False
 
 
 class RateLimiter:
@@ -129,8 +216,7 @@ class RateLimiter:
         self.clock = clock
         self._shared_down_until = 0.0
         self._warned_at = -1e18
-        self._names: dict[tuple[str, int, int], str] = {}
-        self._exhausted: dict[str, int] = {}  # counters over their limit -> window end
+        self._windows: dict[tuple[str, int], _Window] = {}  # (value, limit) -> its current window
 
     def hit(self, value: str, limit: int) -> RateDecision:
         """Count one request for ``value`` and return the decision (``allowed`` or not).
@@ -138,28 +224,30 @@ class RateLimiter:
         Raises ``SharedCacheDown`` when the shared cache fails and ``fail_open`` is off.
         """
         now = self.clock()
-        end = window_end(value, WINDOW_S, now)
-        reset_s = max(1, end - int(now))
-        cache_key = self._cache_key(value, end, limit)
-        if cache_key in self._exhausted:
+        window = self._window(value, limit, int(now))
+        reset_s = max(1, window.end - int(now))
+        if window.exhausted:
             # A counter only grows within its window: once over, it stays over, so
             # a flood of refused requests costs no round trip.
             return RateDecision(limit=limit, remaining=0, reset_s=reset_s, allowed=False)
-        count = self._count(cache_key, WINDOW_S + EXPIRATION_FUDGE, now)
+        count = self._count(window.cache_key, WINDOW_S + EXPIRATION_FUDGE, now)
         if count > limit:
-            self._exhausted[cache_key] = end
+            window.exhausted = True
         return RateDecision(limit=limit, remaining=max(0, limit - count), reset_s=reset_s, allowed=count <= limit)
 
-    def _cache_key(self, value: str, end: int, limit: int) -> str:
-        """Return django-ratelimit's counter name, computed once per counter and window."""
-        memo_key = (value, end, limit)
-        cache_key = self._names.get(memo_key)
-        if cache_key is None:
-            if len(self._names) > 10_000:
-                self._names.clear()
-                self._exhausted = {k: e for k, e in self._exhausted.items() if e >= end - WINDOW_S}
-            cache_key = self._names[memo_key] = _make_cache_key(GROUP, end, (limit, WINDOW_S), value, None)
-        return cache_key
+    def _window(self, value: str, limit: int, ts: int) -> _Window:
+        """Return ``value``'s window at ``ts``; its name is computed once per counter and window."""
+        window = self._windows.get((value, limit))
+        if window is not None and window.end - WINDOW_S < ts <= window.end:
+            return window
+        if len(self._windows) >= 10_000:
+            # Bounded: a forgotten window is named again, and if it was used up, it costs
+            # one more round trip (the shared count still refuses).
+            self._windows.clear()
+        end = window_end(value, WINDOW_S, ts)
+        window = _Window(end=end, cache_key=_make_cache_key(GROUP, end, (limit, WINDOW_S), value, None))
+        self._windows[value, limit] = window
+        return window
 
     def _count(self, cache_key: str, ttl_s: int, now: float) -> int:
         if now >= self._shared_down_until:
@@ -193,7 +281,7 @@ def rate_limiter() -> RateLimiter:
     """Return the process's RateLimiter on the default cache (built on first use)."""
     global _limiter
     if _limiter is None:
-        _limiter = RateLimiter(CacheCounter(caches["default"]), fail_open=gateway_config().ratelimit_fail_open)
+        _limiter = RateLimiter(shared_counter(caches["default"]), fail_open=gateway_config().ratelimit_fail_open)
     return _limiter
 
 

@@ -9,13 +9,25 @@ import time
 import zlib
 
 import pytest
+import redis
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key
 
 from access import ratelimit
-from access.ratelimit import WINDOW_S, CacheCounter, LocalCounter, RateLimiter, SharedCacheDown, window_end
+from access.ratelimit import (
+    WINDOW_S,
+    CacheCounter,
+    LocalCounter,
+    RateLimiter,
+    RedisCounter,
+    SharedCacheDown,
+    shared_counter,
+    window_end,
+)
 from gateway_project.errors import GatewayError
 from tests.support.backends import requires_redis
+from tests.support.upstream import closed_port_url
 from tests.unit.test_policy import application, context, entry, snapshot
 
 
@@ -89,6 +101,25 @@ def test_an_exhausted_counter_refuses_without_a_round_trip() -> None:
     clock.now += 60
     assert limiter.hit(value, 2).allowed
     assert len(calls) == 4
+
+
+def test_a_clock_stepped_back_counts_in_its_own_window() -> None:
+    value = "e2:app:b"
+    clock = FakeClock(start_of_window(value) + 60)
+    counted: list[str] = []
+    local = LocalCounter()
+
+    class Recording:
+        def incr(self, cache_key: str, ttl_s: int) -> int:
+            counted.append(cache_key)
+            return local.incr(cache_key, ttl_s)
+
+    limiter = RateLimiter(Recording(), clock=clock)
+    limiter.hit(value, 5)
+    clock.now -= 60  # the wall clock was set back into the previous window
+    earlier = limiter.hit(value, 5)
+    assert earlier.allowed and earlier.remaining == 4
+    assert counted[0] != counted[1]
 
 
 def test_values_are_counted_separately() -> None:
@@ -193,12 +224,62 @@ def test_step_fail_closed_answers_429(monkeypatch: pytest.MonkeyPatch) -> None:
     assert caught.value.status == 429 and "Retry-After" in caught.value.headers
 
 
+def test_each_cache_gets_its_counting_strategy() -> None:
+    from django.core.cache.backends.dummy import DummyCache
+
+    assert isinstance(shared_counter(RedisCache("redis://127.0.0.1:1/0", {})), RedisCounter)
+    # Per process either way: counting in a dict skips LocMemCache's pickling and locking.
+    assert isinstance(shared_counter(locmem("rl-pick")), LocalCounter)
+    assert isinstance(shared_counter(DummyCache("", {})), CacheCounter)
+
+
+def test_unreachable_redis_fails_open_without_waiting(caplog: pytest.LogCaptureFixture) -> None:
+    dead = closed_port_url().replace("http://", "redis://") + "/0"
+    cache = RedisCache(dead, {"OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}})
+    limiter = RateLimiter(RedisCounter(cache), fail_open=True)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="access.ratelimit"):
+        decisions = [limiter.hit("dead:app:1", 2) for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]  # counted per process meanwhile
+    assert time.monotonic() - started < 5
+    assert any("ConnectionError" in r.getMessage() for r in caplog.records)
+    with pytest.raises(SharedCacheDown):
+        RateLimiter(RedisCounter(cache), fail_open=False).hit("dead:app:1", 2)
+
+
+def redis_cache(**options: object) -> RedisCache:
+    prefix = f"gw-unit-{os.getpid()}-{time.time_ns()}"
+    return RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": prefix, "OPTIONS": options})
+
+
+@requires_redis
+def test_redis_counter_reuses_its_connections_and_drops_a_broken_one() -> None:
+    counter = RedisCounter(redis_cache(socket_timeout=1))
+    assert [counter.incr("rl:reuse", 70) for _ in range(3)] == [1, 2, 3]
+    (connection,) = counter._idle
+    connection._sock.close()  # the server went away under an idle connection
+    with pytest.raises(redis.exceptions.ConnectionError):
+        counter.incr("rl:reuse", 70)
+    assert counter._idle == []  # a failed connection is never handed out again
+    assert counter.incr("rl:reuse", 70) == 4  # a fresh one; the failed INCR was never sent
+
+
+@requires_redis
+def test_redis_counter_does_not_reuse_connections_across_a_fork() -> None:
+    counter = RedisCounter(redis_cache())
+    counter.incr("rl:fork", 70)
+    inherited = counter._idle[0]
+    counter._pid = -1  # as in a child forked after the connection was made
+    assert counter.incr("rl:fork", 70) == 2
+    assert inherited not in counter._idle
+
+
 @requires_redis
 def test_redis_counter_is_exact_under_concurrency() -> None:
-    from django.core.cache.backends.redis import RedisCache
-
-    cache = RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": f"gw-unit-{os.getpid()}-{time.time_ns()}"})
-    limiter = RateLimiter(CacheCounter(cache))
+    cache = redis_cache()
+    counter = shared_counter(cache)
+    assert isinstance(counter, RedisCounter)
+    limiter = RateLimiter(counter)
     value = f"exact:{time.time_ns()}"
     allowed: list[bool] = []
     lock = threading.Lock()
@@ -225,3 +306,4 @@ def test_redis_counter_is_exact_under_concurrency() -> None:
     # Requests past the limit stop counting once this process saw the counter exhausted.
     assert 40 < int(client.get(stored)) <= 200
     assert 0 < client.ttl(stored) <= WINDOW_S + EXPIRATION_FUDGE  # the counter frees itself
+    assert 0 < len(counter._idle) <= counter.max_idle  # connections are kept, never shared
