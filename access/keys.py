@@ -219,6 +219,7 @@ class KeyVerifier:
     ) -> None:
         # Only a derived key is kept; the digest it makes cannot be reversed to a key.
         self._digest_key = hmac.new(secret_key.encode(), _MEMO_CONTEXT, hashlib.sha256).digest()
+        self._memo_mac = hmac.new(self._digest_key, digestmod=hashlib.sha256)
         self._offload = offload
         self._verified: BoundedLru[bytes, CompiledKey] = BoundedLru(memo_size)
         self._failed: BoundedLru[bytes, CompiledKey] = BoundedLru(failure_size)
@@ -248,7 +249,7 @@ class KeyVerifier:
         key = keys.get(prefix)
         if key is None or not key.is_active:
             return _INVALID
-        digest = hmac.new(self._digest_key, presented.encode(), hashlib.sha256).digest()
+        digest = self._digest(presented)
         with self._lock:
             verified = self._verified.get(digest) == key
             known_wrong = not verified and self._failed.get(digest) == key
@@ -267,6 +268,13 @@ class KeyVerifier:
         if key.expires_at is not None and key.expires_at <= self.now():
             return KeyVerdict(KeyOutcome.EXPIRED, key)
         return KeyVerdict(KeyOutcome.VALID, key)
+
+    def _digest(self, presented: str) -> bytes:
+        """Return HMAC-SHA256(derived key, ``presented``): the memo's name for a presented key."""
+        # The MAC was keyed once in __init__; copying it skips deriving the key pads per check.
+        mac = self._memo_mac.copy()
+        mac.update(presented.encode())
+        return mac.digest()
 
     def remembered(self) -> tuple[int, int]:
         """Return how many keys are remembered as ``(verified, failed)``."""
