@@ -221,7 +221,8 @@ class KeyVerifier:
         self._digest_key = hmac.new(secret_key.encode(), _MEMO_CONTEXT, hashlib.sha256).digest()
         self._memo_mac = hmac.new(self._digest_key, digestmod=hashlib.sha256)
         self._offload = offload
-        self._verified: BoundedLru[bytes, CompiledKey] = BoundedLru(memo_size)
+        # Verified keys are remembered as their VALID verdict, which each check returns as is.
+        self._verified: BoundedLru[bytes, KeyVerdict] = BoundedLru(memo_size)
         self._failed: BoundedLru[bytes, CompiledKey] = BoundedLru(failure_size)
         self._clients: BoundedLru[str, _FailureWindow] = BoundedLru(failure_size)
         self._inflight: dict[bytes, _InFlight] = {}
@@ -251,23 +252,28 @@ class KeyVerifier:
             return _INVALID
         digest = self._digest(presented)
         with self._lock:
-            verified = self._verified.get(digest) == key
-            known_wrong = not verified and self._failed.get(digest) == key
+            valid = self._verified.get(digest)
+            # The remembered record is this very object unless the snapshot was swapped.
+            if valid is not None and valid.key is not key and valid.key != key:
+                valid = None
+            known_wrong = valid is None and self._failed.get(digest) == key
         if known_wrong:
             return _INVALID
-        if not verified:
+        if valid is None:
             retry_after_s = self._admit(client)
             if retry_after_s is not None:
                 return KeyVerdict(KeyOutcome.INVALID, retry_after_s=retry_after_s)
+            verified = False
             try:
                 verified = self._verify_once(digest, key, secret)
             finally:
                 self._settle(client, key.prefix, failed=not verified)
             if not verified:
                 return _INVALID
+            valid = KeyVerdict(KeyOutcome.VALID, key)
         if key.expires_at is not None and key.expires_at <= self.now():
             return KeyVerdict(KeyOutcome.EXPIRED, key)
-        return KeyVerdict(KeyOutcome.VALID, key)
+        return valid
 
     def _digest(self, presented: str) -> bytes:
         """Return HMAC-SHA256(derived key, ``presented``): the memo's name for a presented key."""
@@ -295,7 +301,10 @@ class KeyVerifier:
             flight.ok = self._offload(hash_verify, key.hash, secret)
         finally:
             with self._lock:
-                (self._verified if flight.ok else self._failed).put(digest, key)
+                if flight.ok:
+                    self._verified.put(digest, KeyVerdict(KeyOutcome.VALID, key))
+                else:
+                    self._failed.put(digest, key)
                 del self._inflight[digest]
             flight.done.set()
         if flight.ok:
@@ -305,11 +314,11 @@ class KeyVerifier:
     def _forget_changed(self, keys: Mapping[str, CompiledKey]) -> None:
         # A new snapshot: keep what still holds for records that did not change, so an
         # unrelated edit costs no re-verification; drop revoked, deleted, changed keys.
-        def unchanged(record: CompiledKey) -> bool:
-            return keys.get(record.prefix) == record
+        def unchanged(record: CompiledKey | None) -> bool:
+            return record is not None and keys.get(record.prefix) == record
 
         with self._lock:
-            self._verified.retain(unchanged)
+            self._verified.retain(lambda verdict: unchanged(verdict.key))
             self._failed.retain(unchanged)
             self._keys_seen = keys
 
