@@ -1,12 +1,15 @@
-"""Rate-limit windows, counters and the Redis-down policy with a fake clock (access/ratelimit.py)."""
+"""Rate-limit windows, counters (in process, on Redis, under gevent) and the Redis-down policy (access/ratelimit.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 import redis
@@ -29,6 +32,8 @@ from gateway_project.errors import GatewayError
 from tests.support.backends import requires_redis
 from tests.support.upstream import closed_port_url
 from tests.unit.test_policy import application, context, entry, snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:
@@ -272,6 +277,31 @@ def test_redis_counter_does_not_reuse_connections_across_a_fork() -> None:
     counter._pid = -1  # as in a child forked after the connection was made
     assert counter.incr("rl:fork", 70) == 2
     assert inherited not in counter._idle
+
+
+GREENLETS_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import os, time
+import gevent
+from django.conf import settings
+settings.configure()
+from django.core.cache.backends.redis import RedisCache
+from access.ratelimit import RedisCounter
+cache = RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": f"gw-unit-gevent-{os.getpid()}-{time.time_ns()}"})
+counter = RedisCounter(cache, max_idle=8)
+jobs = [gevent.spawn(lambda: [counter.incr("rl:greenlets", 70) for _ in range(20)]) for _ in range(50)]
+gevent.joinall(jobs, timeout=20, raise_error=True)
+print(sorted(count for job in jobs for count in job.value) == list(range(1, 1001)), len(counter._idle))
+"""
+
+
+@requires_redis
+def test_redis_counter_under_gevent_gives_every_greenlet_its_own_reply() -> None:
+    """50 greenlets of one gevent worker: each of the 1,000 counts is seen exactly once."""
+    result = subprocess.run(
+        [sys.executable, "-c", GREENLETS_SCRIPT], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
+    )
+    assert result.stdout.split() == ["True", "8"]  # no reply went to the wrong greenlet; idle connections capped
 
 
 @requires_redis
