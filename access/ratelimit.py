@@ -33,6 +33,7 @@ from django.core.cache import BaseCache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django_ratelimit.core import EXPIRATION_FUDGE, _make_cache_key
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway_project.conf import gateway_config
 from gateway_project.errors import ErrorCode, GatewayError
@@ -85,12 +86,16 @@ class RedisCounter:
 
     INCR is atomic on the server, so counts are exact across every process and node.
     Connections use the cache's own settings (URL, database, password, timeouts) and
-    its key prefix, but are held here in a plain stack rather than checked out of
+    its key prefix, but are kept here in a plain stack rather than checked out of
     redis-py's pool for every command: a checkout there probes the socket and records
     metrics, which costs more CPU than the round trip itself. Each call pops a
-    connection and pushes it back when its reply has been read, so two greenlets (or
-    threads) never share one; a connection that failed is closed, never reused, and
-    an INCR is never resent (a retry after a lost reply would count twice).
+    connection and pushes it back once its reply has been read, so two greenlets (or
+    threads) never share one; a connection that failed is closed, never kept.
+
+    An INCR is sent again, once and on a new connection, only when a kept connection
+    fails with a connection error: that is a server that closed it while it sat idle
+    (a restart, an idle timeout) before reading the command. It is never resent after
+    a timeout, when Redis may have counted it, nor when a new connection fails.
 
     Options (defaults in brackets): ``max_idle`` [32] connections kept open between
     calls; more are opened while more calls are in flight, and closed afterwards.
@@ -108,13 +113,16 @@ class RedisCounter:
         self._commands: dict[str, list[bytes]] = {}  # counter name -> packed INCR of its Redis key
 
     def incr(self, cache_key: str, ttl_s: int) -> int:
-        connection = self._checkout()
+        connection, kept = self._checkout()
         try:
-            command = self._commands.get(cache_key)
-            if command is None:
-                command = self._pack_incr(connection, cache_key)
-            connection.send_packed_command(command, check_health=False)
-            count = int(connection.read_response())
+            try:
+                count = self._send_incr(connection, cache_key)
+            except RedisConnectionError:
+                if not kept:
+                    raise
+                connection.disconnect()
+                connection = self._new_connection()
+                count = self._send_incr(connection, cache_key)
             if count == 1:
                 # The window is part of the key, so the TTL only frees memory: set it
                 # with the window's first hit.
@@ -130,21 +138,24 @@ class RedisCounter:
             connection.disconnect()
         return count
 
-    def _checkout(self) -> Connection:
+    def _checkout(self) -> tuple[Connection, bool]:
+        """Return a connection and whether it was kept from an earlier call."""
         if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
             self._idle, self._pid = [], os.getpid()
         try:
-            return self._idle.pop()
+            return self._idle.pop(), True
         except IndexError:
-            return self._new_connection()  # connects on its first command
+            return self._new_connection(), False  # connects on its first command
 
-    def _pack_incr(self, connection: Connection, cache_key: str) -> list[bytes]:
-        if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
-            self._commands.clear()
-        # _make_cache_key's names are hex digests: nothing for make_and_validate_key to reject.
-        command: list[bytes] = connection.pack_command("INCR", self._make_key(cache_key))
-        self._commands[cache_key] = command
-        return command
+    def _send_incr(self, connection: Connection, cache_key: str) -> int:
+        command = self._commands.get(cache_key)
+        if command is None:
+            if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
+                self._commands.clear()
+            # _make_cache_key's names are hex digests: nothing for make_and_validate_key to reject.
+            command = self._commands[cache_key] = connection.pack_command("INCR", self._make_key(cache_key))
+        connection.send_packed_command(command, check_health=False)
+        return int(connection.read_response())
 
 
 class LocalCounter:

@@ -257,16 +257,87 @@ def redis_cache(**options: object) -> RedisCache:
     return RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": prefix, "OPTIONS": options})
 
 
+class FakeConnection:
+    """A redis-py connection stand-in: records what was sent, replies from a script."""
+
+    def __init__(self, replies: list[object]) -> None:
+        self.replies = replies
+        self.sent: list[str] = []
+        self.closed = False
+
+    def pack_command(self, *args: object) -> list[bytes]:
+        return [" ".join(map(str, args)).encode()]
+
+    def send_packed_command(self, command: list[bytes], check_health: bool = True) -> None:
+        self.sent.append(command[0].decode().split()[0])
+
+    def send_command(self, *args: object, check_health: bool = True) -> None:
+        self.sent.append(str(args[0]))
+
+    def read_response(self) -> object:
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def disconnect(self) -> None:
+        self.closed = True
+
+
+def fake_counter(*connections: FakeConnection) -> RedisCounter:
+    counter = RedisCounter(RedisCache("redis://127.0.0.1:1/0", {}))  # never connects: fakes answer
+    fresh = list(connections)
+    counter._new_connection = lambda: fresh.pop(0)  # type: ignore[assignment,return-value]  # test double
+    return counter
+
+
+def test_redis_counter_keeps_its_connection_and_sets_the_ttl_on_the_first_hit() -> None:
+    connection = FakeConnection([1, True, 2])
+    counter = fake_counter(connection)
+    assert [counter.incr("rl:a", 70), counter.incr("rl:a", 70)] == [1, 2]
+    assert connection.sent == ["INCR", "EXPIRE", "INCR"]
+    assert counter._idle == [connection]
+
+
+def test_a_kept_connection_closed_by_the_server_is_replaced_once() -> None:
+    kept = FakeConnection([1, True, redis.exceptions.ConnectionError("Connection closed by server.")])
+    fresh = FakeConnection([2])
+    counter = fake_counter(kept, fresh)
+    counter.incr("rl:b", 70)
+    assert counter.incr("rl:b", 70) == 2
+    assert kept.closed and counter._idle == [fresh]
+
+
+def test_an_incr_that_timed_out_is_not_sent_again() -> None:
+    """Redis may have counted it: sending it again could count one request twice."""
+    kept = FakeConnection([1, True, redis.exceptions.TimeoutError("Timeout reading from socket")])
+    counter = fake_counter(kept, FakeConnection([99]))
+    counter.incr("rl:c", 70)
+    with pytest.raises(redis.exceptions.TimeoutError):
+        counter.incr("rl:c", 70)
+    assert kept.sent.count("INCR") == 2 and kept.closed and counter._idle == []
+
+
+def test_a_new_connection_that_fails_is_not_retried() -> None:
+    refused = FakeConnection([redis.exceptions.ConnectionError("Connection refused.")])
+    counter = fake_counter(refused, FakeConnection([1]))
+    with pytest.raises(redis.exceptions.ConnectionError):
+        counter.incr("rl:d", 70)
+    assert refused.closed and counter._idle == []
+
+
 @requires_redis
-def test_redis_counter_reuses_its_connections_and_drops_a_broken_one() -> None:
+def test_redis_counter_survives_the_server_closing_an_idle_connection() -> None:
     counter = RedisCounter(redis_cache(socket_timeout=1))
     assert [counter.incr("rl:reuse", 70) for _ in range(3)] == [1, 2, 3]
     (connection,) = counter._idle
-    connection._sock.close()  # the server went away under an idle connection
-    with pytest.raises(redis.exceptions.ConnectionError):
-        counter.incr("rl:reuse", 70)
-    assert counter._idle == []  # a failed connection is never handed out again
-    assert counter.incr("rl:reuse", 70) == 4  # a fresh one; the failed INCR was never sent
+    connection.send_command("CLIENT", "ID")
+    client_id = connection.read_response()
+    admin = redis.Redis.from_url(os.environ["REDIS_URL"])
+    admin.client_kill_filter(_id=client_id)  # as a Redis restart or idle timeout would
+    admin.close()
+    assert counter.incr("rl:reuse", 70) == 4  # counted once, on a new connection
+    assert counter._idle and counter._idle[0] is not connection
 
 
 @requires_redis
