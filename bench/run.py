@@ -1,6 +1,6 @@
 """Benchmark: the gateway against its upstream direct and two reference proxies, in one run.
 
-    .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--workers 2]
+    .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--workers 2] [--rounds 3]
 
 Starts a fast upstream (nginx when installed, else bench/upstream.py), the gateway
 (gunicorn, the shared config: gevent workers) on a fresh SQLite config with a public
@@ -9,7 +9,9 @@ references under the same gunicorn settings: a bare Django view forwarding with 
 tuned ``requests`` Session, and django-revproxy's ProxyView (bench/requirements.txt;
 skipped if it cannot be installed). Loads each with ``wrk`` (else ``hey``, else the
 Python generator in bench/loadgen.py) and prints requests/s, p50/p99 latency and the
-ratios. The machine is shared: run it at most a couple of times, when it is quiet.
+ratios. The targets take turns, round after round, and each figure is the median over
+rounds: a load that comes and goes on a shared machine then weighs on every target
+alike instead of on whichever ran at the wrong moment. Run it when the machine is quiet.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,11 +146,22 @@ def load(url: str, connections: int, duration_s: float) -> LoadResult:
     return run_load(url, connections, duration_s)
 
 
+def median_result(runs: list[LoadResult]) -> LoadResult:
+    """Return the per-field median of ``runs`` (each figure on its own)."""
+    return LoadResult(
+        statistics.median(run.requests_per_s for run in runs),
+        statistics.median(run.p50_ms for run in runs),
+        statistics.median(run.p99_ms for run in runs),
+        sum(run.errors for run in runs),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for every Django server (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns; figures are medians (default 3)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -196,14 +210,22 @@ def main() -> None:
             targets["django-revproxy ProxyView"] = revproxy_url
         generator = "wrk" if shutil.which("wrk") else "python loadgen"
         print(
-            f"load generator: {generator}; {args.connections} connections, {args.duration:.0f} s each; "
+            f"load generator: {generator}; {args.connections} connections, {args.duration:.0f} s each, "
+            f"medians of {args.rounds} rounds; "
             f"gunicorn {args.workers} workers ({os.environ.get('GATEWAY_WORKER_CLASS', 'gevent')}); "
             f"{os.cpu_count()} CPUs"
         )
         for url in targets.values():  # warm-up: pools, first key checks, page cache
             load(url, 4, 2)
-        results = {name: load(url, args.connections, args.duration) for name, url in targets.items()}
-        single = {name: load(targets[name], 1, args.duration) for name in ("upstream direct", "gateway (all steps)")}
+        rounds: dict[str, list[LoadResult]] = {name: [] for name in targets}
+        single_rounds: dict[str, list[LoadResult]] = {"upstream direct": [], "gateway (all steps)": []}
+        for _ in range(args.rounds):
+            for name, url in targets.items():
+                rounds[name].append(load(url, args.connections, args.duration))
+            for name in single_rounds:
+                single_rounds[name].append(load(targets[name], 1, args.duration))
+        results = {name: median_result(runs) for name, runs in rounds.items()}
+        single = {name: median_result(runs) for name, runs in single_rounds.items()}
     finally:
         for process in reversed(processes):
             process.stop()
