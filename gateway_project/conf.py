@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -23,6 +24,7 @@ class GatewayConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     upstream_timeout_ms: int = 30_000
     connect_timeout_ms: int = 5_000
+    upstream_ca_bundle: str = ""  # PEM file of CAs for https upstreams; empty: requests' bundle (certifi)
     breaker_failures: int = 5
     breaker_open_s: float = 30.0
     reload_poll_s: float = 0.5
@@ -57,6 +59,9 @@ class GatewayConfig:
         unknown_queues = set(values.get("queue_handlers", {})) - set(QUEUE_NAMES)  # type: ignore[arg-type]  # a dict from env
         if unknown_queues:
             raise ImproperlyConfigured(f"GATEWAY_QUEUE_HANDLERS: unknown queues {sorted(unknown_queues)}")
+        bundle = str(values.get("upstream_ca_bundle") or "")
+        if bundle and not Path(bundle).is_file():
+            raise ImproperlyConfigured(f"GATEWAY_UPSTREAM_CA_BUNDLE: no such file {bundle!r}")
         return cls(**values)  # type: ignore[arg-type]  # checked above
 
 

@@ -269,6 +269,7 @@ GATEWAY = {
     "MAX_BODY_BYTES": env.int("GATEWAY_MAX_BODY_BYTES", default=10 * 1024 * 1024),
     "UPSTREAM_TIMEOUT_MS": env.int("GATEWAY_UPSTREAM_TIMEOUT_MS", default=30_000),
     "CONNECT_TIMEOUT_MS": env.int("GATEWAY_CONNECT_TIMEOUT_MS", default=5_000),
+    "UPSTREAM_CA_BUNDLE": env.str("GATEWAY_UPSTREAM_CA_BUNDLE", default=""),
     "BREAKER_FAILURES": env.int("GATEWAY_BREAKER_FAILURES", default=5),
     "BREAKER_OPEN_S": env.float("GATEWAY_BREAKER_OPEN_S", default=30.0),
     "RELOAD_POLL_S": env.float("GATEWAY_RELOAD_POLL_S", default=0.5),

@@ -326,7 +326,9 @@ def upstream_pool(origin: str) -> urllib3.HTTPConnectionPool:
         adapter = owner.get_adapter(origin)
         probe = PreparedRequest()
         probe.url = origin + "/"
-        host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(probe, verify=True)
+        # Certificates are always verified: against GATEWAY_UPSTREAM_CA_BUNDLE, else requests' bundle.
+        verify = gateway_config().upstream_ca_bundle or True
+        host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(probe, verify=verify)
         pool = adapter.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
         _pools[origin] = pool
     return pool

@@ -217,55 +217,80 @@ def test_a_chunked_body_is_cut_off_when_it_crosses_the_limit(gateway_server, ech
     assert echo_upstream.last.body == b"z" * 15000
 
 
+class TlsUpstream:
+    """An HTTPS upstream on loopback with a fresh self-signed certificate (``cert``) for 127.0.0.1."""
+
+    def __init__(self, directory) -> None:
+        import ssl
+        import subprocess
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.cert, key = directory / "cert.pem", directory / "key.pem"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+                *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(self.cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        reached: list[tuple[str, str, bytes]] = []
+        self.reached = reached
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                reached.append((self.command, self.path, body))
+                payload = b"secure:" + body
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
-def untrusted_tls_upstream(tmp_path) -> Iterator[str]:
-    """An HTTPS upstream on loopback whose self-signed certificate nobody trusts."""
-    import ssl
-    import subprocess
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+def tls_upstream(tmp_path) -> Iterator[TlsUpstream]:
+    upstream = TlsUpstream(tmp_path)
+    yield upstream
+    upstream.close()
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    reached: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            reached.append(self.path)
-            self.send_response(200)
-            self.end_headers()
+@pytest.fixture
+def untrusted_tls_upstream(tls_upstream: TlsUpstream) -> Iterator[str]:
+    """An HTTPS upstream whose self-signed certificate the gateway does not trust."""
+    yield tls_upstream.url
+    assert tls_upstream.reached == []  # the handshake failed: no request ever reached it
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    assert reached == []  # the handshake failed: no request ever reached it
+def test_an_https_upstream_signed_by_the_configured_ca_is_served(gateway_server, tls_upstream) -> None:
+    make_service("tls", tls_upstream.url)
+    make_public_app()
+    gw = gateway_server(workers=1, env={"GATEWAY_UPSTREAM_CA_BUNDLE": str(tls_upstream.cert)})
+    for _ in range(3):  # the second and third reuse the kept TLS connection
+        response = requests.get(gw.url + "/api/v1/tls/x?q=1", timeout=10)
+        assert (response.status_code, response.content) == (200, b"secure:")
+    response = requests.post(gw.url + "/api/v1/tls/y", data=b"payload", timeout=10)
+    assert (response.status_code, response.content) == (200, b"secure:payload")
+    assert tls_upstream.reached[-1] == ("POST", "/api/v1/tls/y", b"payload")
 
 
 def test_a_tls_failure_is_502_and_goes_to_the_fallback(gateway_server, fallback, untrusted_tls_upstream) -> None:

@@ -45,3 +45,11 @@ def test_handler_for_unknown_queue_is_refused() -> None:
 def test_unknown_setting_is_refused() -> None:
     with pytest.raises(ImproperlyConfigured, match="Unknown GATEWAY settings"):
         GatewayConfig.from_mapping({"NOPE": 1})
+
+
+def test_a_missing_upstream_ca_bundle_names_the_variable(tmp_path) -> None:
+    with pytest.raises(ImproperlyConfigured, match="GATEWAY_UPSTREAM_CA_BUNDLE"):
+        GatewayConfig.from_mapping({"UPSTREAM_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert GatewayConfig.from_mapping({"UPSTREAM_CA_BUNDLE": str(bundle)}).upstream_ca_bundle == str(bundle)
