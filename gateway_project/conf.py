@@ -32,6 +32,7 @@ class GatewayConfig:
     task_ttl_hours: int = 72
     queue_handlers: Mapping[str, str] = field(default_factory=dict)
     callback_secret: str | None = None
+    callback_allow_private: bool = False  # let callbacks reach loopback / private addresses
     service_keys: Mapping[str, str] = field(default_factory=dict)
     sms_provider_url: str = ""
     ai_service_url: str = ""

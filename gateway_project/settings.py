@@ -277,6 +277,7 @@ GATEWAY = {
     "TASK_TTL_HOURS": env.int("GATEWAY_TASK_TTL_HOURS", default=72),
     "QUEUE_HANDLERS": env.dict("GATEWAY_QUEUE_HANDLERS", default={}),
     "CALLBACK_SECRET": secret("GATEWAY_CALLBACK_SECRET"),
+    "CALLBACK_ALLOW_PRIVATE": env.bool("GATEWAY_CALLBACK_ALLOW_PRIVATE", default=False),
     "SERVICE_KEYS": service_keys(),
     # Provider URLs may embed credentials, so they are secrets too.
     "SMS_PROVIDER_URL": secret("SMS_PROVIDER_URL", ""),

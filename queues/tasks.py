@@ -24,7 +24,7 @@ from celery.exceptions import Reject, Retry
 from gateway_project.celery import app
 from gateway_project.conf import gateway_config
 from queues import topology
-from queues.callbacks import CallbackFailed, callback_body, callback_send
+from queues.callbacks import CallbackFailed, CallbackRefused, callback_body, callback_send
 from queues.conf import queue_config
 from queues.handlers.base import HandlerError, InvalidPayload, PermanentError, TaskInput
 from queues.messages import InvalidMessage, TaskMessage, message_parse
@@ -216,7 +216,11 @@ def deliver_callback(self: Task, url: str, body: str, task_id: str) -> None:
             task_id=task_id,
             secret=gateway_config().callback_secret,
             timeout_s=config.callback_timeout_s,
+            allow_private=gateway_config().callback_allow_private,
         )
+    except CallbackRefused as exc:
+        logger.warning("callback refused", extra={"task_id": task_id, "reason": str(exc)})
+        return
     except CallbackFailed as exc:
         max_retries = gateway_config().task_max_retries
         if self.request.retries >= max_retries:

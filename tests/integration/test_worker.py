@@ -196,6 +196,24 @@ def test_failed_callback_delivery_is_retried(broker: Broker, worker, echo_upstre
     assert "/hook" not in w.log(), "callback URLs (they may carry credentials) stay out of worker logs"
 
 
+def test_a_callback_to_an_internal_address_is_refused(broker: Broker, worker, echo_upstream: EchoUpstream) -> None:
+    w = worker(
+        broker,
+        env={"GATEWAY_QUEUE_HANDLERS": f"sms={HANDLERS}.record", "GATEWAY_CALLBACK_ALLOW_PRIVATE": "false"},
+        queues="sms",
+    )
+    task_id = publish_as_gateway(broker, "sms", {"to": "+4915112345678"}, callback_url=echo_upstream.url + "/hook")
+
+    task = wait_for_task(task_id, {"succeeded"}, log=w.log)
+    deadline = time.monotonic() + 15
+    while "callback refused" not in w.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert "callback refused" in w.log(), w.log()[-3000:]
+    assert echo_upstream.received == []  # nothing was sent to the loopback receiver
+    assert task.status == "succeeded"  # the outcome stands; only its delivery was refused
+
+
 def test_message_whose_gateway_record_was_discarded_is_not_run(broker: Broker, worker) -> None:
     """A publish the gateway answered 503 for (its record deleted) must never run later."""
     w = worker(broker, env={"GATEWAY_QUEUE_HANDLERS": f"sms={HANDLERS}.record"}, queues="sms")

@@ -54,6 +54,7 @@ def base_env(**overrides: str) -> dict[str, str]:
         ALLOWED_HOSTS="*",
         GATEWAY_IGNORE_DOTENV="1",
         PYTHONUNBUFFERED="1",
+        GATEWAY_CALLBACK_ALLOW_PRIVATE="true",  # the tests' callback receivers listen on loopback
     )
     env.update(overrides)
     return env

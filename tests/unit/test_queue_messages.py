@@ -11,7 +11,15 @@ import uuid
 import pytest
 
 from queues import topology
-from queues.callbacks import callback_body, sign, verify
+from queues.callbacks import (
+    CallbackFailed,
+    CallbackRefused,
+    callback_body,
+    callback_send,
+    refuse_internal_address,
+    sign,
+    verify,
+)
 from queues.handlers.base import InvalidPayload, TaskInput
 from queues.handlers.email import handle as email_handle
 from queues.handlers.sms import handle as sms_handle
@@ -180,3 +188,32 @@ def test_email_handler_refuses_invalid_payloads(body: object) -> None:
 def test_sms_handler_refuses_invalid_payloads(body: object) -> None:
     with pytest.raises(InvalidPayload):
         sms_handle(task(body))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:9/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_callbacks_to_internal_addresses_are_refused_before_connecting(url: str) -> None:
+    with pytest.raises(CallbackRefused):
+        callback_send(url, b"{}", task_id="t1", secret=None, timeout_s=1)
+
+
+def test_an_internal_address_is_allowed_when_configured() -> None:
+    # Port 9 on loopback refuses the connection: the send is attempted, so it fails (retried), not refused.
+    with pytest.raises(CallbackFailed):
+        callback_send("http://127.0.0.1:9/hook", b"{}", task_id="t1", secret=None, timeout_s=1, allow_private=True)
+
+
+def test_public_addresses_pass_the_check() -> None:
+    refuse_internal_address("https://93.184.215.14/hook")  # a global address literal: no DNS needed
+    refuse_internal_address("http://[2606:4700::1111]:8443/hook")
