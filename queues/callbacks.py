@@ -5,8 +5,8 @@ The body is compact JSON ``{"task_id", "status", "result", "error"}``; the heade
 ``GATEWAY_CALLBACK_SECRET``. A receiver recomputes it over the raw body it received
 and compares in constant time (README has the snippet).
 
-The URL comes from a client, so a worker would otherwise POST wherever a client
-points it: the admin panel, a cloud metadata service, a database's HTTP port. Unless
+A client's URL (``X-Callback-URL``) would otherwise let it make a worker POST anywhere:
+the admin panel, a cloud metadata service, a database's HTTP port. Unless
 ``GATEWAY_CALLBACK_ALLOW_PRIVATE`` is set, a callback whose host resolves to any
 address that is not globally routable (loopback, private, link-local, shared,
 reserved, multicast) is refused and not retried. The check runs when the callback is

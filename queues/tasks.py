@@ -172,6 +172,8 @@ class QueueTask(Task):
         body = callback_body(task_id=message.task_id, status=status, result=result, error=error)
         deliver_callback.apply_async(
             args=(message.callback_url, body.decode(), message.task_id),
+            # A client's X-Callback-URL is checked for internal addresses; a service's own is trusted.
+            kwargs={"check_address": message.origin == "gateway"},
             argsrepr=f"(<callback of {message.task_id}>)",
             queue=topology.work_queue(message.queue),
         )
@@ -206,8 +208,12 @@ execution = _queue_task("execution")
 
 
 @app.task(bind=True, name=topology.CALLBACK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver_callback(self: Task, url: str, body: str, task_id: str) -> None:
-    """POST a task's outcome to its callback URL, retried with backoff on failure."""
+def deliver_callback(self: Task, url: str, body: str, task_id: str, check_address: bool = True) -> None:
+    """POST a task's outcome to its callback URL, retried with backoff on failure.
+
+    ``check_address``: refuse a non-public address (a client's URL) unless
+    ``GATEWAY_CALLBACK_ALLOW_PRIVATE``; false for a callback a service published itself.
+    """
     config = queue_config()
     try:
         callback_send(
@@ -216,7 +222,7 @@ def deliver_callback(self: Task, url: str, body: str, task_id: str) -> None:
             task_id=task_id,
             secret=gateway_config().callback_secret,
             timeout_s=config.callback_timeout_s,
-            allow_private=gateway_config().callback_allow_private,
+            allow_private=gateway_config().callback_allow_private or not check_address,
         )
     except CallbackRefused as exc:
         logger.warning("callback refused", extra={"task_id": task_id, "reason": str(exc)})

@@ -214,6 +214,24 @@ def test_a_callback_to_an_internal_address_is_refused(broker: Broker, worker, ec
     assert task.status == "succeeded"  # the outcome stands; only its delivery was refused
 
 
+def test_a_services_own_callback_may_point_at_an_internal_address(broker: Broker, worker, echo_upstream) -> None:
+    w = worker(
+        broker,
+        env={"GATEWAY_QUEUE_HANDLERS": f"sms={HANDLERS}.record", "GATEWAY_CALLBACK_ALLOW_PRIVATE": "false"},
+        queues="sms",
+    )
+    message = message_build(
+        queue="sms", body={"to": "+4915112345678"}, origin="service", callback_url=echo_upstream.url + "/hook"
+    )
+    broker.client().send(message)
+
+    wait_for_task(message.task_id, {"succeeded"}, log=w.log)
+    deadline = time.monotonic() + 15
+    while not echo_upstream.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(echo_upstream.received) == 1, w.log()[-3000:]
+
+
 def test_message_whose_gateway_record_was_discarded_is_not_run(broker: Broker, worker) -> None:
     """A publish the gateway answered 503 for (its record deleted) must never run later."""
     w = worker(broker, env={"GATEWAY_QUEUE_HANDLERS": f"sms={HANDLERS}.record"}, queues="sms")
