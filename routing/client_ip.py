@@ -21,9 +21,7 @@ def client_ip_for(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetw
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     client = peer
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        if _parsed(hop) is None:
             break  # a malformed hop: stop believing anything further left
         client = hop
         if not is_trusted_proxy(hop, trusted):

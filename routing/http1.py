@@ -73,10 +73,9 @@ def send_request(
     block_bytes: int,
 ) -> None:
     """Send ``head`` and stream ``body`` (framed in chunks when ``chunked``)."""
-    if body is None:
-        sock.sendall(head)
-        return
     sock.sendall(head)
+    if body is None:
+        return
     while block := body.read(block_bytes):
         if chunked:
             sock.sendall(b"%x\r\n%b\r\n" % (len(block), block))
@@ -111,7 +110,14 @@ class Answer:
     )
 
     def __init__(
-        self, sock: socket.socket, status: int, reason: str, headers: list[tuple[str, str]], buffer: bytes
+        self,
+        sock: socket.socket,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        buffer: bytes,
+        *,
+        keep_alive: bool = True,
     ) -> None:
         self._sock = sock
         self.status = status
@@ -121,21 +127,26 @@ class Answer:
         self.chunked = False
         self._remaining = -1  # bytes of body left; -1: until the connection closes
         self.close_delimited = False
-        self.keep_alive = True
+        self.keep_alive = keep_alive  # the version's default (HTTP/1.0: close), until ``frame`` reads Connection
         self.reusable = False
 
     def frame(self, request_method: str) -> None:
         """Work out how the body is delimited (RFC 9112 §6.3) and whether the connection stays open."""
         transfer_encoding = None
         lengths = []
+        connection = ""
         for name, value in self.headers:
             lowered = name.lower()
             if lowered == "transfer-encoding":
                 transfer_encoding = value if transfer_encoding is None else f"{transfer_encoding}, {value}"
             elif lowered == "content-length":
                 lengths.extend(part.strip() for part in value.split(","))
-            elif lowered == "connection" and "close" in value.lower():
-                self.keep_alive = False
+            elif lowered == "connection":
+                connection += "," + value.lower()
+        if "close" in connection:
+            self.keep_alive = False
+        elif "keep-alive" in connection:  # HTTP/1.0's opt-in
+            self.keep_alive = True
         if request_method == "HEAD" or self.status in (204, 304):
             self._remaining = 0
         elif transfer_encoding is not None:
@@ -293,9 +304,4 @@ def _parse_head(sock: socket.socket, head: bytes, rest: bytes) -> Answer:
         if not colon or not name or not _TOKEN_CHARS.issuperset(name):
             raise InvalidAnswer("invalid answer header line")  # includes folded (obs-fold) lines
         headers.append((name, value.strip(" \t")))
-    answer = Answer(sock, int(status_text), reason, headers, rest)
-    if version == "HTTP/1.0":
-        answer.keep_alive = any(
-            name.lower() == "connection" and "keep-alive" in value.lower() for name, value in headers
-        )
-    return answer
+    return Answer(sock, int(status_text), reason, headers, rest, keep_alive=version != "HTTP/1.0")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import http.cookiejar
 import logging
 import os
-import re
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -40,7 +39,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.connectionpool
+import urllib3
 from django.http import HttpResponse, StreamingHttpResponse
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
@@ -124,16 +123,20 @@ def filter_hop_by_hop(
     kept = []
     for name, value in headers:
         lowered = name.lower()
-        if (
-            lowered in HOP_BY_HOP
-            or lowered in named
-            or lowered.startswith("proxy-")
-            or lowered in drop
-            or (drop_prefixes and lowered.startswith(drop_prefixes))
-        ):
+        if lowered in named or _always_dropped(lowered, drop, drop_prefixes):
             continue
         kept.append((name, value))
     return kept
+
+
+def _always_dropped(lowered: str, drop: frozenset[str], drop_prefixes: tuple[str, ...]) -> bool:
+    """Return True for a hop-by-hop name, a name in ``drop`` or one starting with ``drop_prefixes``."""
+    return (
+        lowered in HOP_BY_HOP
+        or lowered.startswith("proxy-")
+        or lowered in drop
+        or bool(drop_prefixes and lowered.startswith(drop_prefixes))
+    )
 
 
 @lru_cache(maxsize=512)
@@ -158,15 +161,7 @@ def client_headers(meta: Mapping[str, object]) -> list[tuple[str, str]]:
 def _forwarded_name(meta_key: str) -> str | None:
     """Return the header name of an ``HTTP_*`` environ key when the header may go upstream, else None."""
     name = _header_name(meta_key[5:])
-    lowered = name.lower()
-    if (
-        lowered in HOP_BY_HOP
-        or lowered in REQUEST_DROP
-        or lowered.startswith("proxy-")
-        or lowered.startswith(GATEWAY_HEADER_PREFIXES)
-    ):
-        return None
-    return name
+    return None if _always_dropped(name.lower(), REQUEST_DROP, GATEWAY_HEADER_PREFIXES) else name
 
 
 def upstream_request_headers(ctx: RequestContext, netloc: str, config: GatewayConfig) -> dict[str, str]:
@@ -267,21 +262,6 @@ class RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
 
     def return_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
         return False
-
-
-_VALID_TARGET = re.compile(r"[\x21-\x7e]*\Z")
-_original_encode_target = urllib3.connectionpool._encode_target
-
-
-def _encode_target_keeping_valid(target: str) -> str:
-    """Leave an already valid request target alone (urllib3 would upper-case ``%2f`` and
-    re-encode a stray ``%``), changing the bytes the upstream receives."""
-    if _VALID_TARGET.match(target):
-        return target
-    return _original_encode_target(target)
-
-
-urllib3.connectionpool._encode_target = _encode_target_keeping_valid
 
 
 def new_session() -> requests.Session:
@@ -432,14 +412,10 @@ def _send(
         try:
             lease.connect(config.connect_timeout_ms / 1000, read_timeout_s)
         except ConnectTimeoutError as exc:  # NewConnectionError (refused, DNS) is a subclass
-            lease.release(reusable=False)
-            circuits.record_failure(base_url)
             error = _unavailable() if isinstance(exc, NewConnectionError) else _timeout()
-            raise UpstreamFailure(error, reached=False) from None
+            raise lease.failed(circuits, base_url, error, reached=False) from None
         except (ssl.SSLError, urllib3.exceptions.HTTPError, OSError):  # TLS handshake or certificate
-            lease.release(reusable=False)
-            circuits.record_failure(base_url)
-            raise UpstreamFailure(_unavailable(), reached=False) from None
+            raise lease.failed(circuits, base_url, _unavailable(), reached=False) from None
         try:
             send_request(lease.socket, head, body, chunked=chunked, block_bytes=CHUNK_BYTES)
             answer = read_answer(lease.socket, method)
@@ -448,21 +424,16 @@ def _send(
             circuits.record_success(base_url)  # it took the connection: the body was the problem
             raise
         except NoAnswer:
-            lease.release(reusable=False)
             # A kept-alive connection the upstream closed as we sent: nothing was processed.
             if reused and not attempt and body is None and method in IDEMPOTENT_METHODS:
+                lease.release(reusable=False)
                 continue
-            circuits.record_failure(base_url)
-            raise UpstreamFailure(_unavailable(), reached=True) from None
+            raise lease.failed(circuits, base_url, _unavailable(), reached=True) from None
         except TimeoutError:
-            lease.release(reusable=False)
-            circuits.record_failure(base_url)
-            raise UpstreamFailure(_timeout(), reached=True) from None
+            raise lease.failed(circuits, base_url, _timeout(), reached=True) from None
         except (InvalidAnswer, OSError) as exc:
-            lease.release(reusable=False)
-            circuits.record_failure(base_url)
             logger.warning("upstream request failed: %s", type(exc).__name__, extra=_log_extra(ctx))
-            raise UpstreamFailure(_unavailable(), reached=True) from None
+            raise lease.failed(circuits, base_url, _unavailable(), reached=True) from None
         circuits.record_success(base_url)
         return build_response(answer, lease, method)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -500,6 +471,12 @@ class Lease:
             connection.timeout = connect_timeout_s
             connection.connect()
         self.socket.settimeout(read_timeout_s)
+
+    def failed(self, circuits: CircuitBreaker, base_url: str, error: GatewayError, *, reached: bool) -> UpstreamFailure:
+        """Close the connection, count a failure for ``base_url`` and return the failure to raise."""
+        self.release(reusable=False)
+        circuits.record_failure(base_url)
+        return UpstreamFailure(error, reached=reached)
 
     def release(self, *, reusable: bool) -> None:
         if self.released:
