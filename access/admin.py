@@ -22,8 +22,8 @@ from django.utils.html import format_html
 
 from access.models import ApiKey, Application, EndpointWhitelist
 from access.services import api_key_create, api_key_revoke
-from gateway_project.validators import HTTP_METHODS
-from routing.admin import activate, deactivate
+from gateway_core.admin_actions import activate, deactivate
+from gateway_core.validators import HTTP_METHODS
 
 _SEPARATORS = re.compile(r"[,\s]+")
 

@@ -11,9 +11,9 @@ import re
 
 from django.http import HttpResponse
 
-from gateway_project.errors import ErrorCode, GatewayError
-from routing.context import RequestContext
-from routing.snapshot import CompiledApplication, Snapshot
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
+from gateway_core.snapshot import CompiledApplication, Snapshot
 
 MAX_AGE_S = 600
 EXPOSED_HEADERS = "X-Request-ID, X-Service-Version, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After"

@@ -28,7 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 if TYPE_CHECKING:
-    from routing.snapshot import CompiledKey
+    from gateway_core.snapshot import CompiledKey
 
 logger = logging.getLogger("access.keys")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from access.patterns import validate_endpoint_pattern
-from gateway_project.models import TimestampedModel
-from gateway_project.validators import (
+from gateway_core.models import TimestampedModel
+from gateway_core.patterns import validate_endpoint_pattern
+from gateway_core.validators import (
     validate_method_list,
     validate_origin_list,
     validate_service_list,

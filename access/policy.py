@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 from access import usage
 from access.keys import KeyOutcome, key_verifier
-from gateway_project.errors import ErrorCode, GatewayError
-from routing.context import RequestContext
-from routing.snapshot import CompiledApplication, CompiledEntry
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
+from gateway_core.snapshot import CompiledApplication, CompiledEntry
 
 API_KEY_META = "HTTP_X_API_KEY"
 

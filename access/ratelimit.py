@@ -35,9 +35,9 @@ from django.core.cache.backends.redis import RedisCache
 from django_ratelimit.core import EXPIRATION_FUDGE, _make_cache_key
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway_project.conf import gateway_config
-from gateway_project.errors import ErrorCode, GatewayError
-from routing.context import RateDecision, RequestContext
+from gateway_core.conf import gateway_config
+from gateway_core.context import RateDecision, RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
 
 if TYPE_CHECKING:
     from redis.connection import Connection

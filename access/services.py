@@ -43,7 +43,7 @@ from collections.abc import Mapping  # noqa: E402 - imports of this appended sec
 from django.contrib.admin.models import ADDITION, CHANGE  # noqa: E402
 
 from access.models import EndpointWhitelist  # noqa: E402
-from gateway_project.changes import Actor, audit_record, model_create, model_delete, model_update  # noqa: E402
+from gateway_core.changes import Actor, audit_record, model_create, model_delete, model_update  # noqa: E402
 
 APPLICATION_FIELDS = ("name", "description", "allowed_services", "allowed_versions", "allowed_origins", "is_active")
 WHITELIST_FIELDS = ("endpoint_path", "allowed_methods", "allowed_versions", "rate_limit", "is_public")

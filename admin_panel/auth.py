@@ -35,8 +35,8 @@ from rest_framework.authentication import BasicAuthentication, TokenAuthenticati
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
-from gateway_project.conf import gateway_config
-from routing.client_ip import client_ip_for
+from gateway_core.client_ip import client_ip_for
+from gateway_core.conf import gateway_config
 
 CACHE_PREFIX = "admin-login-failures"
 logger = logging.getLogger("gateway.admin_auth")

@@ -22,7 +22,7 @@ from django.db import models, transaction
 
 from access import services as access_services
 from access.models import ApiKey, Application, EndpointWhitelist
-from gateway_project.changes import Actor
+from gateway_core.changes import Actor
 from routing import services as routing_services
 from routing.models import ServiceConfig, ServiceVersion
 

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 
-from admin_panel.dashboard_traffic import FileTrafficStore, traffic_store, traffic_summary
+from gateway_core.traffic import FileTrafficStore, traffic_store, traffic_summary
 
 logger = logging.getLogger(__name__)
 

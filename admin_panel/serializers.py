@@ -17,7 +17,7 @@ from rest_framework.validators import UniqueValidator
 
 from access.models import ApiKey, Application, EndpointWhitelist
 from access.services import APPLICATION_FIELDS, WHITELIST_FIELDS
-from gateway_project.validators import (
+from gateway_core.validators import (
     validate_method_list,
     validate_origin_list,
     validate_service_list,

@@ -24,7 +24,7 @@ keepalive = int(os.environ.get("GATEWAY_KEEPALIVE_S", "5"))
 # Heartbeat timeout: a gevent worker reports from its own greenlet, so long streams are fine.
 timeout = int(os.environ.get("GATEWAY_WORKER_TIMEOUT_S", "60"))
 graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT_S", "30"))
-# The access log is the gateway's own JSON line (gateway_project.logging), not gunicorn's.
+# The access log is the gateway's own JSON line (gateway_core.logging), not gunicorn's.
 accesslog = None
 # gunicorn's control socket defaults to one path per user: several gateways (or the gateway
 # and the admin panel) on one host would take it from each other. Set a path to enable it.
@@ -33,12 +33,12 @@ control_socket_disable = not control_socket
 
 
 def on_starting(server: object) -> None:
-    from gateway_project import metrics
+    from gateway_core import metrics
 
     metrics.on_starting()
 
 
 def child_exit(server: object, worker: object) -> None:
-    from gateway_project import metrics
+    from gateway_core import metrics
 
     metrics.child_exit(worker.pid)  # type: ignore[attr-defined]  # gunicorn Worker

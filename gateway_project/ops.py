@@ -124,12 +124,13 @@ def _check_broker_folders(targets: ReadinessTargets) -> None:
 
 def check_snapshot() -> None:
     """Require a loaded configuration snapshot, loading the first one if this process has none."""
-    from routing import snapshot
+    from gateway_core import snapshot
+    from routing import reload
 
     if snapshot.installed() is not None:
         return
     try:
-        snapshot.current()
+        reload.load_now()
     except Exception as exc:
         raise RuntimeError(f"no configuration snapshot loaded ({type(exc).__name__})") from None
 
@@ -201,7 +202,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Answer ``GET /metrics``: every worker of this gunicorn, in Prometheus text format."""
-    from gateway_project.metrics import exposition
+    from gateway_core.metrics import exposition
 
     body, content_type = exposition()
     return HttpResponse(body, content_type=content_type)

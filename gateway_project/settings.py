@@ -262,7 +262,7 @@ EMAIL_URL = secret("EMAIL_URL") or "consolemail://"
 vars().update(env.email_url_config(EMAIL_URL))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="gateway@localhost")
 
-# --- Gateway knobs, read once into gateway_project.conf.GatewayConfig --------------------
+# --- Gateway knobs, read once into gateway_core.conf.GatewayConfig --------------------
 GATEWAY = {
     "ADMIN_API_ON_PUBLIC_PORT": env.bool("GATEWAY_ADMIN_API_ON_PUBLIC_PORT", default=True),
     "TRUSTED_PROXIES": env.list("GATEWAY_TRUSTED_PROXIES", default=[]),
@@ -299,10 +299,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "gateway_project.logging.JsonFormatter"},
-        "text": {"()": "gateway_project.logging.TextFormatter"},
-        "access_json": {"()": "gateway_project.logging.AccessJsonFormatter"},
-        "access_text": {"()": "gateway_project.logging.AccessTextFormatter"},
+        "json": {"()": "gateway_core.logging.JsonFormatter"},
+        "text": {"()": "gateway_core.logging.TextFormatter"},
+        "access_json": {"()": "gateway_core.logging.AccessJsonFormatter"},
+        "access_text": {"()": "gateway_core.logging.AccessTextFormatter"},
     },
     "handlers": {
         "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT},
@@ -314,5 +314,5 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
-# --- Operations: dashboard traffic counts without Redis (one machine), see admin_panel/dashboard_traffic.py
+# --- Operations: dashboard traffic counts without Redis (one machine), see gateway_core/traffic.py
 GATEWAY_TRAFFIC_DIR = Path(env.str("GATEWAY_TRAFFIC_DIR", default=str(BASE_DIR / "var" / "traffic")))

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 
 urlpatterns = [
     path("", include("gateway_project.ops_urls")),

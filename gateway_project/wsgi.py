@@ -23,7 +23,7 @@ django_application = get_wsgi_application()
 from django.core.handlers.wsgi import WSGIRequest  # noqa: E402 - after Django is set up
 from django.http.response import HttpResponseBase  # noqa: E402
 
-from routing import pipeline, reload  # noqa: E402 - imports models: Django must be set up first
+from routing import pipeline, reload, watcher  # noqa: E402 - imports models: Django must be set up first
 
 logger = logging.getLogger("gateway.wsgi")
 
@@ -90,7 +90,7 @@ def _start_background() -> None:
     """Start this worker's config watcher and load the first snapshot (once per process)."""
     global _watcher_pid
     _watcher_pid = os.getpid()
-    reload.start_watcher()
+    watcher.start_watcher()
     try:
         reload.load_now()
     except Exception as exc:  # the pipeline answers 503 until the database is back

@@ -20,14 +20,14 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from gateway_project.conf import gateway_config
-from gateway_project.errors import ErrorCode, GatewayError
+from gateway_core.conf import gateway_config
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
 from queues.client import PublishError, QueueClient
 from queues.conf import queue_config
 from queues.messages import is_callback_url, message_build
 from queues.models import TaskState, TaskStatus
 from queues.services import task_confirmed, task_create, task_discard
-from routing.context import RequestContext
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from functools import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 from queues.handlers.base import TaskInput
 
 Handler = Callable[[TaskInput], object]

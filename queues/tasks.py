@@ -18,11 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from celery import Task
+from celery import Task, current_app, shared_task
 from celery.exceptions import Reject, Retry
 
-from gateway_project.celery import app
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 from queues import topology
 from queues.callbacks import CallbackFailed, CallbackRefused, callback_body, callback_send
 from queues.conf import queue_config
@@ -197,7 +196,7 @@ def _queue_task(queue: str) -> Task:
 
     run.__name__ = queue
     run.__doc__ = f"Handle one {queue} task message (see queues.tasks)."
-    return app.task(bind=True, base=QueueTask, name=topology.task_name(queue), queue=queue, queue_name=queue)(run)
+    return shared_task(bind=True, base=QueueTask, name=topology.task_name(queue), queue=queue, queue_name=queue)(run)
 
 
 email = _queue_task("email")
@@ -207,7 +206,7 @@ analytics = _queue_task("analytics")
 execution = _queue_task("execution")
 
 
-@app.task(bind=True, name=topology.CALLBACK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(bind=True, name=topology.CALLBACK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_callback(self: Task, url: str, body: str, task_id: str, check_address: bool = True) -> None:
     """POST a task's outcome to its callback URL, retried with backoff on failure.
 
@@ -240,7 +239,7 @@ def deliver_callback(self: Task, url: str, body: str, task_id: str, check_addres
     logger.info("callback delivered", extra={"task_id": task_id})
 
 
-@app.task(name=topology.CLEANUP_TASK, ignore_result=True)
+@shared_task(name=topology.CLEANUP_TASK, ignore_result=True)
 def cleanup() -> int:
     """Delete task records older than GATEWAY_TASK_TTL_HOURS and old filesystem-broker files."""
     return cleanup_expired()
@@ -250,7 +249,7 @@ def cleanup_expired(now: float | None = None) -> int:
     """Delete expired task records and processed filesystem-broker files; return records deleted."""
     ttl_hours = gateway_config().task_ttl_hours
     deleted = tasks_delete_expired(ttl_hours=ttl_hours)
-    options = app.conf.broker_transport_options or {}
+    options = current_app.conf.broker_transport_options or {}
     processed = options.get("processed_folder")
     if processed and options.get("store_processed"):
         cutoff = (now or time.time()) - ttl_hours * 3600

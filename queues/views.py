@@ -11,16 +11,17 @@ from django.views.decorators.csrf import csrf_exempt
 
 from access.cors import MAX_AGE_S, applications_for_origin, apply_cors
 from access.policy import identify_caller
-from gateway_project.conf import gateway_config
-from gateway_project.errors import ErrorCode, GatewayError, error_response
-from gateway_project.logging import log_access
-from gateway_project.metrics import observe_request
+from gateway_core import snapshot
+from gateway_core.client_ip import client_ip_for
+from gateway_core.conf import gateway_config
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError, error_response
+from gateway_core.logging import log_access
+from gateway_core.metrics import observe_request
+from gateway_core.request_id import assign_request_id, request_id_for
 from queues.models import TaskStatus
 from queues.selectors import task_status_get
-from routing import snapshot
-from routing.client_ip import client_ip_for
-from routing.context import RequestContext
-from routing.request_id import assign_request_id, request_id_for
+from routing.pipeline import serving_snapshot
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
@@ -30,7 +31,7 @@ def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
     """Answer the task's status JSON, or the SPEC error (401, 404, 405)."""
     started_at = time.perf_counter()
     try:
-        current = snapshot.current()
+        current = serving_snapshot()
     except snapshot.SnapshotUnavailable:
         # No configuration was ever loaded, so keys cannot be checked yet.
         request_id = request_id_for(request.META.get("HTTP_X_REQUEST_ID"))

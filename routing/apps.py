@@ -9,7 +9,10 @@ class RoutingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register the config-revision model and the change signals of the five tables."""
+        """Connect the change signals of the config tables, and metrics to snapshot swaps."""
+        from gateway_core import metrics
+        from gateway_core.snapshot import snapshot_installed
         from routing import reload
 
         reload.connect_signals()
+        snapshot_installed.connect(metrics.on_snapshot_installed, dispatch_uid="gateway-metrics-snapshot")

@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from gateway_project.errors import ErrorCode, GatewayError
-from routing.context import RequestContext
-from routing.snapshot import CompiledRoute
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
+from gateway_core.snapshot import CompiledRoute
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")

@@ -6,8 +6,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from gateway_project.models import TimestampedModel
-from gateway_project.validators import (
+from gateway_core.models import TimestampedModel
+from gateway_core.validators import (
     validate_path_prefix,
     validate_route_prefix,
     validate_service_name,

@@ -16,16 +16,16 @@ from django.http import HttpRequest, HttpResponse
 from access.cors import answer_preflight, apply_cors
 from access.policy import authorize_endpoint, authorize_version, identify_caller
 from access.ratelimit import enforce_rate_limit
-from gateway_project import logging as access_log
-from gateway_project import metrics
-from gateway_project.conf import gateway_config
-from gateway_project.errors import ErrorCode, GatewayError, error_response
-from routing import proxy, snapshot
-from routing.client_ip import client_ip_for
-from routing.context import RequestContext
+from gateway_core import logging as access_log
+from gateway_core import metrics, snapshot
+from gateway_core.client_ip import client_ip_for
+from gateway_core.conf import gateway_config
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError, error_response
+from gateway_core.request_id import assign_request_id, request_id_for
+from routing import proxy, reload
 from routing.matcher import reject_unsafe_path, resolve_route
 from routing.proxy import reject_large_body
-from routing.request_id import assign_request_id, request_id_for
 from routing.versions import check_pinned_version, choose_version, served_version_name
 
 logger = logging.getLogger("gateway.pipeline")
@@ -55,7 +55,7 @@ def handle(request: HttpRequest) -> HttpResponse:
         ctx.client_ip = client_ip_for(
             request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR"), config.trusted_proxies
         )
-        ctx.snapshot = snapshot.current()
+        ctx.snapshot = serving_snapshot()
         for step in STEPS:
             step(ctx)
             if ctx.response is not None:
@@ -73,6 +73,14 @@ def handle(request: HttpRequest) -> HttpResponse:
         logger.error("unexpected error in the request pipeline: %s", type(exc).__name__, extra=_log_extra(ctx))
         response = error_response(500, ErrorCode.INTERNAL_ERROR, "Internal gateway error.", ctx.request_id)
     return finalize(ctx, response)
+
+
+def serving_snapshot() -> snapshot.Snapshot:
+    """Return the snapshot in force; the first request of a process without a watcher (runserver) loads it."""
+    try:
+        return snapshot.current()
+    except snapshot.SnapshotUnavailable:
+        return reload.load_now()
 
 
 def dispatch(ctx: RequestContext) -> HttpResponse:

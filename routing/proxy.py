@@ -46,11 +46,11 @@ from requests.models import PreparedRequest
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, NewConnectionError
 
-from gateway_project.conf import GatewayConfig, gateway_config
-from gateway_project.errors import ErrorCode, GatewayError
+from gateway_core.client_ip import is_trusted_proxy
+from gateway_core.conf import GatewayConfig, gateway_config
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
 from routing.breaker import CircuitBreaker
-from routing.client_ip import is_trusted_proxy
-from routing.context import RequestContext
 from routing.http1 import Answer, InvalidAnswer, NoAnswer, read_answer, request_head, send_request
 from routing.matcher import raw_target
 

@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from django.db import connections, models, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
-from gateway_project.models import TimestampedModel
-from routing import snapshot
-from routing.snapshot import Snapshot, SnapshotUnavailable
+from gateway_core import snapshot
+from gateway_core.models import TimestampedModel
+from gateway_core.snapshot import Snapshot, SnapshotUnavailable
+from routing.compiler import compile_snapshot
 
 logger = logging.getLogger("gateway.reload")
 
 REVISION_ROW_ID = uuid.UUID(int=1)
 CHANNEL = "gateway_config"  # Redis pub/sub channel and PostgreSQL LISTEN channel
-RETRY_AFTER_ERROR_S = 1.0
-CHANNEL_RETRY_S = 10.0  # after a notification channel failure, poll only for this long
 
 
 class ConfigRevision(TimestampedModel):
@@ -106,6 +102,20 @@ def request_reload() -> None:
     reload_now()
 
 
+class LocalWatcher(Protocol):
+    def alive(self) -> bool: ...
+    def wake(self) -> None: ...
+
+
+_local_watcher: LocalWatcher | None = None  # this process's watcher (routing.watcher), if any
+
+
+def attach_watcher(watcher: LocalWatcher | None) -> None:
+    """Let ``reload_now`` wake this process's watcher instead of refreshing inline."""
+    global _local_watcher
+    _local_watcher = watcher
+
+
 class _PendingReload:
     """The on-commit callback of one transaction; ``done`` once run (dedupes the registrations)."""
 
@@ -123,7 +133,7 @@ def reload_now() -> int:
     """Bump the version and notify now, whatever the transaction state; return the new version."""
     version = revision_bump()
     _publish(version)
-    watcher = _watcher
+    watcher = _local_watcher
     if watcher is not None and watcher.alive():
         watcher.wake()
     elif snapshot.installed() is not None:
@@ -221,18 +231,7 @@ def refresh(*, force: bool = False) -> bool:
             raise
         snapshot.install(new)
         _last_error = None
-    _note_installed(new.version)
     return True
-
-
-def _note_installed(version: int) -> None:
-    # Published per worker so /admin/cache can describe every worker of the node.
-    from gateway_project import metrics
-
-    try:
-        metrics.note_snapshot_installed(version)
-    except Exception as exc:  # metrics must never block a reload
-        logger.warning("cannot record the installed config version: %s", type(exc).__name__)
 
 
 def _compile_consistent() -> Snapshot:
@@ -243,7 +242,7 @@ def _compile_consistent() -> Snapshot:
         if conn.vendor == "postgresql" and outermost:
             with conn.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return snapshot.compile_snapshot(revision_read())
+        return compile_snapshot(revision_read())
 
 
 def _close_connection() -> None:
@@ -276,189 +275,3 @@ def snapshot_status() -> SnapshotStatus:
     if installed is None:
         return SnapshotStatus(False, None, None, _last_error, _checked_at)
     return SnapshotStatus(True, installed.version, installed.loaded_at, _last_error, _checked_at)
-
-
-# --- The per-process watcher ------------------------------------------------------------------
-
-
-class Listener:
-    """Waits for a change notification; ``wait`` returns after one arrives or ``timeout_s``."""
-
-    def wait(self, timeout_s: float) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the connection."""
-
-
-class RedisListener(Listener):
-    """Redis pub/sub on CHANNEL (shared by every node using the same Redis)."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        # The health check pings an idle subscription, so a silently dead connection is noticed.
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=30
-        )
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(CHANNEL)
-
-    def wait(self, timeout_s: float) -> None:
-        if self.pubsub.get_message(timeout=timeout_s) is not None:
-            while self.pubsub.get_message(timeout=0) is not None:
-                pass  # coalesce a burst of changes into one reload
-
-    def close(self) -> None:
-        self.pubsub.close()
-        self.client.close()
-
-
-class PostgresListener(Listener):
-    """PostgreSQL LISTEN on CHANNEL over a dedicated autocommit connection.
-
-    psycopg waits with ``select`` when gevent has patched the process, so this
-    blocks only the watcher greenlet.
-    """
-
-    def __init__(self) -> None:
-        import psycopg
-
-        db = connections["default"].settings_dict
-        params = {
-            "dbname": db["NAME"],
-            "user": db.get("USER") or None,
-            "password": db.get("PASSWORD") or None,
-            "host": db.get("HOST") or None,
-            "port": db.get("PORT") or None,
-            "connect_timeout": 5,
-        }
-        self.conn = psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
-        self.conn.execute(f"LISTEN {CHANNEL}")
-
-    def wait(self, timeout_s: float) -> None:
-        for _ in self.conn.notifies(timeout=timeout_s, stop_after=1):
-            break
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class SleepListener(Listener):
-    """No notification channel (SQLite without Redis): just the poll interval."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def wait(self, timeout_s: float) -> None:
-        self.event.wait(timeout_s)
-        self.event.clear()
-
-    def close(self) -> None:
-        self.event.set()
-
-
-def listener_for_settings() -> Listener:
-    """Pick the notification channel: Redis when configured, else PostgreSQL, else none."""
-    from django.conf import settings
-
-    if getattr(settings, "REDIS_URL", None):
-        return RedisListener(settings.REDIS_URL)
-    if connections["default"].vendor == "postgresql":
-        return PostgresListener()
-    return SleepListener()
-
-
-class Watcher:
-    """The background loop of one process: wait for a notification or the poll, then refresh.
-
-    Under gevent workers the thread is a greenlet (threading is monkey-patched).
-    """
-
-    def __init__(self, poll_s: float, make_listener: Callable[[], Listener] = listener_for_settings) -> None:
-        self.poll_s = poll_s
-        self.make_listener = make_listener
-        self.pid = os.getpid()
-        self.stopped = threading.Event()
-        self._wake = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="gateway-config-watcher", daemon=True)
-
-    def start(self) -> Watcher:
-        self.thread.start()
-        return self
-
-    def alive(self) -> bool:
-        return self.pid == os.getpid() and self.thread.is_alive()
-
-    def wake(self) -> None:
-        """Check the version now (a change made in this very process)."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self._wake.set()
-
-    def run(self) -> None:
-        listener: Listener | None = None
-        retry_channel_at = 0.0  # while polling only: when to try the notification channel again
-        while not self.stopped.is_set():
-            try:
-                if listener is None or (retry_channel_at and time.monotonic() >= retry_channel_at):
-                    if listener is not None:
-                        _close_quietly(listener)
-                    listener, retry_channel_at = None, 0.0
-                    listener = self.make_listener()
-                if self._wake.is_set():
-                    self._wake.clear()
-                else:
-                    listener.wait(self.poll_s)
-            except Exception as exc:  # poll only for a while; propagation stays bounded by the poll
-                logger.warning("config notification channel failed (%s); polling only", type(exc).__name__)
-                if listener is not None:
-                    _close_quietly(listener)
-                listener, retry_channel_at = SleepListener(), time.monotonic() + CHANNEL_RETRY_S
-            self._check()
-        if listener is not None:
-            _close_quietly(listener)
-        connections.close_all()  # this thread's database connection
-
-    def _check(self) -> None:
-        try:
-            if refresh():
-                installed = snapshot.installed()
-                logger.info(
-                    "config snapshot loaded",
-                    extra={"config_version": installed and installed.version, "pid": os.getpid()},
-                )
-        except Exception as exc:  # keep serving the last good snapshot
-            logger.warning("config reload failed, serving the last good snapshot: %s", type(exc).__name__)
-            self.stopped.wait(RETRY_AFTER_ERROR_S)
-
-
-def _close_quietly(listener: Listener) -> None:
-    with contextlib.suppress(Exception):  # closing a broken connection
-        listener.close()
-
-
-_watcher: Watcher | None = None
-_watcher_lock = threading.Lock()
-
-
-def start_watcher() -> Watcher:
-    """Start this process's watcher once (again after a fork); return it."""
-    global _watcher
-    with _watcher_lock:
-        if _watcher is None or not _watcher.alive():
-            from gateway_project.conf import gateway_config
-
-            _watcher = Watcher(poll_s=gateway_config().reload_poll_s).start()
-        return _watcher
-
-
-def stop_watcher() -> None:
-    """Stop this process's watcher (tests)."""
-    global _watcher
-    with _watcher_lock:
-        if _watcher is not None:
-            _watcher.stop()
-            _watcher = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway_project.changes import Actor, model_create, model_delete, model_update
+from gateway_core.changes import Actor, model_create, model_delete, model_update
 from routing.models import ServiceConfig, ServiceVersion
 
 SERVICE_FIELDS = (

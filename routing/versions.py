@@ -6,9 +6,9 @@ import random
 from bisect import bisect_right
 from collections.abc import Sequence, Set
 
-from gateway_project.errors import ErrorCode, GatewayError
-from routing.context import RequestContext
-from routing.snapshot import DEFAULT_VERSION, CompiledRoute, CompiledVersion
+from gateway_core.context import RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
+from gateway_core.snapshot import DEFAULT_VERSION, CompiledRoute, CompiledVersion
 
 # Not cryptographic: traffic splitting only. Tests replace it with a seeded Random.
 rng = random.Random()  # noqa: S311 - weighted traffic split, not a secret

@@ -26,8 +26,8 @@ class CacheView(AdminAPIView):
         propagation bound; ``up_to_date`` says whether this one already has, and
         ``workers`` lists each live worker of the answering gunicorn with its version.
         """
-        from gateway_project import metrics
-        from routing import reload, snapshot
+        from gateway_core import metrics, snapshot
+        from routing import reload
 
         with contextlib.suppress(snapshot.SnapshotUnavailable):
             snapshot.current()  # loads it in a process that has none yet (the admin panel)

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from admin_panel.api.base import COMMON_ERRORS, ERROR, AdminAPIView
 from admin_panel.config_io import ConfigInvalid, config_export, config_import
 from admin_panel.serializers import ConfigDocumentSerializer, ImportResultSerializer
-from routing.request_id import request_id_for
+from gateway_core.request_id import request_id_for
 
 TAGS = ["config"]
 DRY_RUN_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}

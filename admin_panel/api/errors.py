@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from routing.request_id import request_id_for
+from gateway_core.request_id import request_id_for
 
 logger = logging.getLogger("gateway.admin_api")
 

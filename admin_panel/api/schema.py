@@ -14,7 +14,7 @@ from drf_spectacular.authentication import BasicScheme
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
-from gateway_project.validators import HTTP_METHODS
+from gateway_core.validators import HTTP_METHODS
 
 _URL = r"^(https?|queue)://"
 STRING_PATTERNS: Mapping[str, str] = {

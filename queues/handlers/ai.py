@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 from queues.handlers.base import PermanentError, TaskInput, post_json
 
 AI_TIMEOUT_S = 120.0  # model calls are slow; the worker, not a client, is waiting

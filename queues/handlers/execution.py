@@ -8,7 +8,7 @@ the service's upstream prefix plus the path the queue route forwarded (the messa
 
 from __future__ import annotations
 
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 from queues.handlers.base import PermanentError, TaskInput, post_json
 from routing.models import ServiceConfig, ServiceVersion
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 from queues.handlers.base import InvalidPayload, TaskInput, post_json, require_object, require_string
 
 logger = logging.getLogger(__name__)

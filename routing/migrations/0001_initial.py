@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import gateway_project.validators
+import gateway_core.validators
 import uuid
 from django.db import migrations, models
 
@@ -21,12 +21,12 @@ class Migration(migrations.Migration):
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
-                ('service_name', models.CharField(max_length=63, unique=True, validators=[gateway_project.validators.validate_service_name])),
-                ('default_url', models.CharField(help_text='http(s)://host[:port][/path] of an upstream, or queue://<email|sms|ai|analytics|execution>.', max_length=500, validators=[gateway_project.validators.validate_upstream_url])),
-                ('current_version', models.CharField(blank=True, help_text='Version served when no weighted version applies (falls back to the default URL).', max_length=32, null=True, validators=[gateway_project.validators.validate_version_name])),
-                ('fallback_url', models.CharField(blank=True, help_text='Tried once when the upstream cannot be reached. http(s)://host[:port][/path] of an upstream, or queue://<email|sms|ai|analytics|execution>.', max_length=500, null=True, validators=[gateway_project.validators.validate_upstream_url])),
+                ('service_name', models.CharField(max_length=63, unique=True, validators=[gateway_core.validators.validate_service_name])),
+                ('default_url', models.CharField(help_text='http(s)://host[:port][/path] of an upstream, or queue://<email|sms|ai|analytics|execution>.', max_length=500, validators=[gateway_core.validators.validate_upstream_url])),
+                ('current_version', models.CharField(blank=True, help_text='Version served when no weighted version applies (falls back to the default URL).', max_length=32, null=True, validators=[gateway_core.validators.validate_version_name])),
+                ('fallback_url', models.CharField(blank=True, help_text='Tried once when the upstream cannot be reached. http(s)://host[:port][/path] of an upstream, or queue://<email|sms|ai|analytics|execution>.', max_length=500, null=True, validators=[gateway_core.validators.validate_upstream_url])),
                 ('is_active', models.BooleanField(default=True)),
-                ('route_prefix', models.CharField(blank=True, help_text='Public path prefix; empty means /api/v1/<service_name>.', max_length=255, unique=True, validators=[gateway_project.validators.validate_route_prefix])),
+                ('route_prefix', models.CharField(blank=True, help_text='Public path prefix; empty means /api/v1/<service_name>.', max_length=255, unique=True, validators=[gateway_core.validators.validate_route_prefix])),
                 ('upstream_prefix', models.CharField(blank=True, help_text='Upstream path prefix replacing the route prefix. Unset: same as the route prefix; empty string: strip the prefix.', max_length=255, null=True)),
                 ('timeout_ms', models.PositiveIntegerField(blank=True, help_text='Upstream read timeout in milliseconds (unset: GATEWAY_UPSTREAM_TIMEOUT_MS).', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3600000)])),
             ],
@@ -42,8 +42,8 @@ class Migration(migrations.Migration):
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
-                ('version', models.CharField(max_length=32, validators=[gateway_project.validators.validate_version_name])),
-                ('url', models.CharField(help_text='http(s)://host[:port][/path] of an upstream, or queue://<email|sms|ai|analytics|execution>.', max_length=500, validators=[gateway_project.validators.validate_upstream_url])),
+                ('version', models.CharField(max_length=32, validators=[gateway_core.validators.validate_version_name])),
+                ('url', models.CharField(help_text='http(s)://host[:port][/path] of an upstream, or queue://<email|sms|ai|analytics|execution>.', max_length=500, validators=[gateway_core.validators.validate_upstream_url])),
                 ('weight', models.IntegerField(default=100, help_text='Relative share of unpinned traffic, 0-1000 (0: only when pinned).', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1000)])),
                 ('is_active', models.BooleanField(default=True)),
                 ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='routing.serviceconfig')),

@@ -316,7 +316,8 @@ def test_key_errors(api) -> None:
 
 
 def test_cache_describes_this_process_and_the_database_version(api) -> None:
-    from routing import reload, snapshot
+    from gateway_core import snapshot
+    from routing import reload
 
     reload.load_now()
     response = api.get("/admin/cache")

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from admin_panel import dashboard, dashboard_traffic
-from admin_panel.dashboard_traffic import FileTrafficStore, RedisTrafficStore, TrafficRecorder
+from admin_panel import dashboard
+from gateway_core import traffic
+from gateway_core.traffic import FileTrafficStore, RedisTrafficStore, TrafficRecorder
 from tests.support.backends import requires_redis
 from tests.support.builders import make_public_app, make_service
 from tests.support.upstream import EchoUpstream
@@ -30,10 +31,10 @@ def traffic_dir(tmp_path: Path, settings) -> Iterator[Path]:
     """A file traffic store in a temporary folder, as a deployment without Redis has."""
     settings.REDIS_URL = None
     settings.GATEWAY_TRAFFIC_DIR = tmp_path
-    dashboard_traffic.traffic_store.cache_clear()
+    traffic.traffic_store.cache_clear()
     dashboard._queue_memo.clear()
     yield tmp_path
-    dashboard_traffic.traffic_store.cache_clear()
+    traffic.traffic_store.cache_clear()
 
 
 @pytest.fixture
@@ -153,7 +154,7 @@ def test_live_dashboard_shows_traffic_of_every_gateway_worker(
         path = f"/api/v1/orders/{i}" if i % 4 else "/api/v1/missing"
         requests.get(gateway.url + path, timeout=10, headers={"Connection": "close"})
 
-    deadline = time.monotonic() + 3 * dashboard_traffic.FLUSH_INTERVAL_S
+    deadline = time.monotonic() + 3 * traffic.FLUSH_INTERVAL_S
     totals: dict[str, int] = {}
     while time.monotonic() < deadline and totals != {"orders": 9, "": 3}:
         time.sleep(0.5)
@@ -177,16 +178,16 @@ def test_redis_store_adds_every_workers_counts_into_one_hash_per_minute() -> Non
     url = os.environ["REDIS_URL"]
     workers = [RedisTrafficStore(url, prefix), RedisTrafficStore(url, prefix)]
     minute = int(time.time()) // 60
-    row = dashboard_traffic.new_row()
-    row[dashboard_traffic.REQUESTS], row[dashboard_traffic.SERVER_ERRORS] = 3, 1
+    row = traffic.new_row()
+    row[traffic.REQUESTS], row[traffic.SERVER_ERRORS] = 3, 1
     try:
         for store in workers:
             store.add({(minute, "orders"): row, (minute - 1, "svc|with-bar"): row})
         rows = RedisTrafficStore(url, prefix).read(minute - 60, minute)
-        assert rows[(minute, "orders")][: dashboard_traffic.FIRST_BUCKET] == [6, 0, 2]
+        assert rows[(minute, "orders")][: traffic.FIRST_BUCKET] == [6, 0, 2]
         assert rows[(minute - 1, "svc|with-bar")][0] == 6
         ttl = redis.Redis.from_url(url).ttl(f"{prefix}{minute}")
-        assert 0 < ttl <= dashboard_traffic.RETENTION_S
+        assert 0 < ttl <= traffic.RETENTION_S
     finally:
         client = redis.Redis.from_url(url)
         client.delete(f"{prefix}{minute}", f"{prefix}{minute - 1}")

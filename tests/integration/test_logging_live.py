@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from gateway_project.logging import ACCESS_FIELDS
+from gateway_core.logging import ACCESS_FIELDS
 from tests.support.builders import make_app, make_key, make_public_app, make_service
 from tests.support.upstream import EchoUpstream
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gateway_project.conf import gateway_config
+from gateway_core.conf import gateway_config
 from queues.handlers import ai, analytics, email, execution, sms
 from queues.handlers.base import InvalidPayload, PermanentError, TaskInput, TransientError
 from queues.messages import message_build

@@ -2,7 +2,7 @@
 
 import ipaddress
 
-from routing.client_ip import client_ip_for
+from gateway_core.client_ip import client_ip_for
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_project.conf import GatewayConfig
+from gateway_core.conf import GatewayConfig
 
 
 def test_defaults_match_the_spec() -> None:

@@ -6,8 +6,8 @@ import pytest
 from django.http import HttpResponse
 
 from access.cors import EXPOSED_HEADERS, answer_preflight, apply_cors
-from gateway_project.errors import GatewayError
-from routing.snapshot import Snapshot
+from gateway_core.errors import GatewayError
+from gateway_core.snapshot import Snapshot
 from tests.unit.test_policy import application, context, entry, snapshot
 
 SITE = "https://app.example.com"

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway_project.conf import GatewayConfig
-from gateway_project.errors import GatewayError
+from gateway_core.conf import GatewayConfig
+from gateway_core.errors import GatewayError
 from routing.proxy import (
     GATEWAY_HEADER_PREFIXES,
     REQUEST_DROP,

@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 
 from access import keys
 from access.keys import KeyOutcome, KeyVerifier, hash_verify, key_generate, key_split
-from routing.snapshot import CompiledKey
+from gateway_core.snapshot import CompiledKey
 
 # Cheap argon2id parameters keep these tests fast; the format is the same as production's.
 _fast_hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)

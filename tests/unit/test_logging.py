@@ -1,4 +1,4 @@
-"""Access log and log formatters (gateway_project/logging.py)."""
+"""Access log and log formatters (gateway_core/logging.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from django.http import HttpResponse, StreamingHttpResponse
 
-from gateway_project import logging as gateway_logging
-from routing.snapshot import CompiledApplication
+from gateway_core import logging as gateway_logging
+from gateway_core.snapshot import CompiledApplication
 from tests.unit.test_metrics import make_ctx
 
 SECRET_KEY = "gwk_abcdef.s3cr3t-part-of-the-key-that-must-never-be-logged"

@@ -1,4 +1,4 @@
-"""Prometheus metrics: labels, derived counters, multiprocess files (gateway_project/metrics.py)."""
+"""Prometheus metrics: labels, derived counters, multiprocess files (gateway_core/metrics.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import pytest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory
 
-from admin_panel import dashboard_traffic
-from gateway_project import metrics
-from gateway_project.errors import ErrorCode, GatewayError
-from routing.context import RateDecision, RequestContext
-from routing.snapshot import CompiledRoute, CompiledVersion, Snapshot
+from gateway_core import metrics, traffic
+from gateway_core.context import RateDecision, RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
+from gateway_core.snapshot import CompiledRoute, CompiledVersion, Snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +76,7 @@ def make_ctx(
 def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[metrics.GatewayMetrics, list[tuple[str, int, float]]]]:
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
     recorded: list[tuple[str, int, float]] = []
-    monkeypatch.setattr(dashboard_traffic, "record", lambda *args: recorded.append(args))
+    monkeypatch.setattr(traffic, "record", lambda *args: recorded.append(args))
     metrics.gateway_metrics.cache_clear()
     yield metrics.gateway_metrics(), recorded
     metrics.gateway_metrics.cache_clear()
@@ -207,7 +206,7 @@ def test_metrics_endpoint_answers_prometheus_text(fresh, client) -> None:
 def _worker(directory: str, service: str, count: int) -> None:
     os.environ[metrics.MULTIPROC_ENV] = directory
     metrics.gateway_metrics.cache_clear()
-    dashboard_traffic.record = lambda *args: None  # type: ignore[assignment]  # no flusher in the child
+    traffic.record = lambda *args: None  # type: ignore[assignment]  # no flusher in the child
     for _ in range(count):
         metrics.observe_request(make_ctx(service=service), HttpResponse())
 
@@ -252,7 +251,7 @@ def test_processes_sharing_the_directory_are_summed_and_start_wipes_it(tmp_path:
 
 def test_importing_metrics_in_the_gunicorn_master_leaves_django_db_alone() -> None:
     """The master imports this module before gevent patches threads; django.db must come later."""
-    code = "import sys, gateway_project.metrics; print('django.db' in sys.modules, 'django.http' in sys.modules)"
+    code = "import sys, gateway_core.metrics; print('django.db' in sys.modules, 'django.http' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.split() == ["False", "False"]
 

@@ -1,4 +1,4 @@
-"""Per-minute traffic counts behind the dashboard (admin_panel/dashboard_traffic.py)."""
+"""Per-minute traffic counts behind the dashboard (gateway_core/traffic.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from admin_panel import dashboard_traffic as traffic
-from admin_panel.dashboard_traffic import FileTrafficStore, TrafficRecorder
+from gateway_core import traffic
+from gateway_core.traffic import FileTrafficStore, TrafficRecorder
 
 T0 = 1_800_000_000.0  # a minute boundary: 30_000_000 * 60
 

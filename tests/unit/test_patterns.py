@@ -1,11 +1,11 @@
-"""Whitelist path patterns: validation, compilation and matching (access/patterns.py)."""
+"""Whitelist path patterns: validation, compilation and matching (gateway_core/patterns.py)."""
 
 from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
 
-from access.patterns import compile_pattern, validate_endpoint_pattern
+from gateway_core.patterns import compile_pattern, validate_endpoint_pattern
 
 
 @pytest.mark.parametrize(

@@ -10,17 +10,18 @@ import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from access.patterns import compile_pattern
-from gateway_project.errors import ErrorCode, GatewayError
-from routing import pipeline, proxy, snapshot
-from routing.context import RateDecision, RequestContext
-from routing.snapshot import (
+from gateway_core import snapshot
+from gateway_core.context import RateDecision, RequestContext
+from gateway_core.errors import ErrorCode, GatewayError
+from gateway_core.patterns import compile_pattern
+from gateway_core.snapshot import (
     CompiledApplication,
     CompiledEntry,
     CompiledRoute,
     Snapshot,
-    compiled_version,
 )
+from routing import pipeline, proxy
+from routing.compiler import compiled_version
 
 
 def test_steps_are_listed_in_spec_order() -> None:

@@ -12,10 +12,10 @@ from django.test import RequestFactory
 
 from access import keys, policy, usage
 from access.keys import KeyVerifier
-from access.patterns import compile_pattern
-from gateway_project.errors import GatewayError
-from routing.context import RequestContext
-from routing.snapshot import (
+from gateway_core.context import RequestContext
+from gateway_core.errors import GatewayError
+from gateway_core.patterns import compile_pattern
+from gateway_core.snapshot import (
     CompiledApplication,
     CompiledEntry,
     CompiledKey,

@@ -28,7 +28,7 @@ from access.ratelimit import (
     shared_counter,
     window_end,
 )
-from gateway_project.errors import GatewayError
+from gateway_core.errors import GatewayError
 from tests.support.backends import requires_redis
 from tests.support.upstream import closed_port_url
 from tests.unit.test_policy import application, context, entry, snapshot

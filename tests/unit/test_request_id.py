@@ -2,7 +2,7 @@
 
 import pytest
 
-from routing.request_id import request_id_for
+from gateway_core.request_id import request_id_for
 
 
 @pytest.mark.parametrize("value", ["abc", "A.b_c-1", "x" * 128])

@@ -1,6 +1,6 @@
 import json
 
-from gateway_project.errors import ErrorCode, GatewayError
+from gateway_core.errors import ErrorCode, GatewayError
 
 
 def test_gateway_error_renders_spec_json() -> None:

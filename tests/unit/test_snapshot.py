@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gateway_project.conf import gateway_config
-from routing import reload, snapshot
-from routing.snapshot import compile_snapshot
+from gateway_core import snapshot
+from gateway_core.conf import gateway_config
+from routing import reload, watcher
+from routing.compiler import compile_snapshot
 from tests.support.builders import make_app, make_entry, make_key, make_service, make_version
 
 pytestmark = pytest.mark.django_db
@@ -152,7 +153,7 @@ def test_a_failed_reload_keeps_the_last_good_snapshot(monkeypatch) -> None:
     def broken(version: int) -> snapshot.Snapshot:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(snapshot, "compile_snapshot", broken)
+    monkeypatch.setattr(reload, "compile_snapshot", broken)
     with pytest.raises(RuntimeError):
         reload.refresh(force=True)
     assert snapshot.current() is good
@@ -189,16 +190,16 @@ def test_the_watcher_keeps_polling_when_its_notification_channel_fails(monkeypat
     """A broken channel (Redis down) degrades to the poll; the channel is tried again later."""
     attempts: list[str] = []
 
-    class BrokenChannel(reload.Listener):
+    class BrokenChannel(watcher.Listener):
         def __init__(self) -> None:
             attempts.append("connect")
 
         def wait(self, timeout_s: float) -> None:
             raise ConnectionError("notification channel went away")
 
-    monkeypatch.setattr(reload, "CHANNEL_RETRY_S", 0.3)
+    monkeypatch.setattr(watcher, "CHANNEL_RETRY_S", 0.3)
     reload.refresh(force=True)
-    watcher = reload.Watcher(poll_s=0.05, make_listener=BrokenChannel).start()
+    running = watcher.Watcher(poll_s=0.05, make_listener=BrokenChannel).start()
     try:
         # A change nobody announces: rows written without signals, then only the version bumped.
         make_service("unannounced", "http://127.0.0.1:9", is_active=False)
@@ -213,6 +214,6 @@ def test_the_watcher_keeps_polling_when_its_notification_channel_fails(monkeypat
         time.sleep(0.5)
         assert len(attempts) >= 2  # the channel was tried again after CHANNEL_RETRY_S
     finally:
-        watcher.stop()
-        watcher.thread.join(timeout=5)
-    assert not watcher.thread.is_alive()
+        running.stop()
+        running.thread.join(timeout=5)
+    assert not running.thread.is_alive()

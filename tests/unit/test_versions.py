@@ -9,7 +9,8 @@ from types import MappingProxyType
 
 import pytest
 
-from routing.snapshot import CompiledRoute, CompiledVersion, compiled_version
+from gateway_core.snapshot import CompiledRoute, CompiledVersion
+from routing.compiler import compiled_version
 from routing.versions import pick_version
 
 

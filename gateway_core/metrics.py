@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,14 +30,14 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from admin_panel import dashboard_traffic
+from gateway_core import traffic
 
 if TYPE_CHECKING:
     from django.http import HttpResponseBase
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-    from routing.context import RequestContext
-    from routing.snapshot import Snapshot
+    from gateway_core.context import RequestContext
+    from gateway_core.snapshot import Snapshot
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -220,7 +221,7 @@ def observe_request(ctx: RequestContext, response: HttpResponseBase) -> None:
     ):
         metrics.queue_published.labels(ctx.version.queue).inc()
     _note_config_version(metrics, ctx.snapshot)
-    dashboard_traffic.record(service, status, duration_s)
+    traffic.record(service, status, duration_s)
 
 
 def gateway_error_code(request_id: str, response: HttpResponseBase) -> str | None:
@@ -250,8 +251,16 @@ def _note_config_version(metrics: GatewayMetrics, snapshot: Snapshot | None) -> 
         metrics.config_version.set(snapshot.version)
 
 
+def on_snapshot_installed(sender: object, snapshot: Snapshot, **kwargs: object) -> None:
+    """``snapshot_installed`` receiver: publish this worker's config version (``/admin/cache`` reads it)."""
+    try:
+        note_snapshot_installed(snapshot.version)
+    except Exception as exc:  # metrics must never block a reload
+        logging.getLogger("gateway.metrics").warning("cannot record the config version: %s", type(exc).__name__)
+
+
 def note_snapshot_installed(version: int) -> None:
-    """Record that this process now serves config ``version`` (called on every swap)."""
+    """Record that this process now serves config ``version``."""
     metrics = gateway_metrics()
     metrics.worker_config_version.set(version)
     if version != _last_config_version[0]:
@@ -286,7 +295,7 @@ def exposition() -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from routing.snapshot import installed
+    from gateway_core.snapshot import installed
 
     metrics = gateway_metrics()
     _note_config_version(metrics, installed())

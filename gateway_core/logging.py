@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 if TYPE_CHECKING:
     from django.http import HttpResponseBase
 
-    from routing.context import RequestContext
+    from gateway_core.context import RequestContext
 
 ACCESS_FIELDS: tuple[str, ...] = (
     "ts",

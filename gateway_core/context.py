@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 from django.http import HttpRequest, HttpResponse
 
-from routing.snapshot import CompiledApplication, CompiledEntry, CompiledKey, CompiledRoute, CompiledVersion, Snapshot
+from gateway_core.snapshot import (
+    CompiledApplication,
+    CompiledEntry,
+    CompiledKey,
+    CompiledRoute,
+    CompiledVersion,
+    Snapshot,
+)
 
 
 @dataclass(slots=True)

@@ -1,118 +1,22 @@
-"""The immutable, compiled configuration snapshot every gateway process serves from (SPEC §6).
-
-``current()`` returns the snapshot in force; a reload builds a complete new one and
-swaps it in with one assignment, so a request never sees a half-built config.
-The record types here are the contract between routing, access and queues.
-"""
+"""Compile the configuration tables into a ``Snapshot`` (SPEC §6)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate
 from types import MappingProxyType
 
-from access.patterns import PathPattern, compile_pattern
-
-DEFAULT_VERSION = "default"  # the name of default_url in X-Service-Version
-QUEUE_SCHEME = "queue://"
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledVersion:
-    """An active service version. ``queue`` is set when ``url`` is ``queue://<queue>``."""
-
-    version: str
-    url: str
-    weight: int
-    queue: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledRoute:
-    """An active service, ready to match and forward.
-
-    ``versions`` holds active versions only; ``default`` is the default_url target
-    (version name ``"default"``). ``upstream_prefix`` is already resolved (None in the
-    table became ``route_prefix``).
-    """
-
-    service_id: str
-    service_name: str
-    route_prefix: str
-    upstream_prefix: str
-    default: CompiledVersion
-    current_version: str | None
-    fallback_url: str | None
-    timeout_ms: int | None
-    versions: Mapping[str, CompiledVersion]
-    service_key: str | None  # from GATEWAY_SERVICE_KEY_<NAME>, sent as X-Service-Key
-    weighted_versions: tuple[CompiledVersion, ...] = ()  # active, weight > 0, by name
-    cumulative_weights: tuple[int, ...] = ()  # running sums of their weights
-
-    def target(self, version: str) -> CompiledVersion | None:
-        """Return the active version ``version`` (``default``: default_url), or None."""
-        if version == DEFAULT_VERSION:
-            return self.default
-        return self.versions.get(version)
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledEntry:
-    """A whitelist entry of an active application, its pattern compiled once."""
-
-    id: str
-    application_id: str
-    pattern: PathPattern
-    methods: frozenset[str]  # empty: all
-    versions: frozenset[str]  # empty: all
-    rate_limit: int | None  # per minute; None: unlimited
-    is_public: bool
-
-    def allows_method(self, method: str) -> bool:
-        return not self.methods or method in self.methods
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledApplication:
-    """An active application with its whitelist entries (most specific first)."""
-
-    id: str
-    name: str
-    allowed_services: frozenset[str]  # empty: all
-    allowed_versions: frozenset[str]  # empty: all
-    allowed_origins: frozenset[str]  # empty: no cross-origin use
-    entries: tuple[CompiledEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledKey:
-    """An API key as stored: prefix, hash and state. Keys of inactive applications are left out."""
-
-    id: str
-    prefix: str
-    hash: str
-    application_id: str
-    expires_at: datetime | None
-    is_active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything a request needs, compiled from the five tables at one moment."""
-
-    version: int
-    loaded_at: datetime
-    routes: tuple[CompiledRoute, ...]  # longest route_prefix first
-    routes_by_prefix: Mapping[str, CompiledRoute]
-    applications: Mapping[str, CompiledApplication]  # by id
-    keys: Mapping[str, CompiledKey]  # by key_prefix
-    public_entries: tuple[CompiledEntry, ...]  # every is_public entry of active applications
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-
-# --- Compiling --------------------------------------------------------------------------
+from gateway_core.patterns import compile_pattern
+from gateway_core.snapshot import (
+    DEFAULT_VERSION,
+    QUEUE_SCHEME,
+    CompiledApplication,
+    CompiledEntry,
+    CompiledKey,
+    CompiledRoute,
+    CompiledVersion,
+    Snapshot,
+)
 
 
 def compile_snapshot(version: int) -> Snapshot:
@@ -124,7 +28,7 @@ def compile_snapshot(version: int) -> Snapshot:
     inside one transaction for a consistent view (``reload`` does).
     """
     from access.models import ApiKey, Application, EndpointWhitelist
-    from gateway_project.conf import gateway_config
+    from gateway_core.conf import gateway_config
     from routing.models import ServiceConfig, ServiceVersion
 
     service_keys = gateway_config().service_keys
@@ -253,37 +157,3 @@ def entry_specificity(entry: CompiledEntry) -> tuple[int, bool, int, str]:
     """
     source = entry.pattern.source
     return (-entry.pattern.literal_segments, source.endswith("*"), -len(source), source)
-
-
-# --- The snapshot in force ---------------------------------------------------------------
-
-_current: Snapshot | None = None
-
-
-def current() -> Snapshot:
-    """Return the snapshot in force, loading the first one from the database if needed.
-
-    Raises ``SnapshotUnavailable`` only when no snapshot was ever loaded and the
-    database cannot be read; once loaded, a snapshot is always returned.
-    """
-    snapshot = _current
-    if snapshot is None:
-        from routing import reload
-
-        snapshot = reload.load_now()
-    return snapshot
-
-
-def install(snapshot: Snapshot) -> None:
-    """Make ``snapshot`` the one in force: one assignment, atomic for every reader."""
-    global _current  # the single swap point of the process
-    _current = snapshot
-
-
-def installed() -> Snapshot | None:
-    """Return the snapshot in force, or None before the first load (never queries)."""
-    return _current
-
-
-class SnapshotUnavailable(Exception):
-    """No snapshot was ever loaded in this process and the database cannot be read."""

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 from functools import lru_cache
 
-from gateway_project.conf import IPNetwork
+from gateway_core.conf import IPNetwork
 
 
 def client_ip_for(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:

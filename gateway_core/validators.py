@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
-from gateway_project.conf import QUEUE_NAMES
+from gateway_core.conf import QUEUE_NAMES
 
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from routing.context import RequestContext
+from gateway_core.context import RequestContext
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 

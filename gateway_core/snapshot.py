@@ -1,0 +1,149 @@
+"""The immutable, compiled configuration snapshot every gateway process serves from (SPEC §6).
+
+The record types here are the contract between routing, access and queues; they are
+built by ``routing.compiler`` from the tables. ``current()`` returns the snapshot in
+force without touching the database; ``install()`` swaps a complete new one in with
+one assignment, so a request never sees a half-built config, and sends
+``snapshot_installed`` so observers (metrics) learn of the swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.dispatch import Signal
+
+from gateway_core.patterns import PathPattern
+
+DEFAULT_VERSION = "default"  # the name of default_url in X-Service-Version
+QUEUE_SCHEME = "queue://"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledVersion:
+    """An active service version. ``queue`` is set when ``url`` is ``queue://<queue>``."""
+
+    version: str
+    url: str
+    weight: int
+    queue: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """An active service, ready to match and forward.
+
+    ``versions`` holds active versions only; ``default`` is the default_url target
+    (version name ``"default"``). ``upstream_prefix`` is already resolved (None in the
+    table became ``route_prefix``).
+    """
+
+    service_id: str
+    service_name: str
+    route_prefix: str
+    upstream_prefix: str
+    default: CompiledVersion
+    current_version: str | None
+    fallback_url: str | None
+    timeout_ms: int | None
+    versions: Mapping[str, CompiledVersion]
+    service_key: str | None  # from GATEWAY_SERVICE_KEY_<NAME>, sent as X-Service-Key
+    weighted_versions: tuple[CompiledVersion, ...] = ()  # active, weight > 0, by name
+    cumulative_weights: tuple[int, ...] = ()  # running sums of their weights
+
+    def target(self, version: str) -> CompiledVersion | None:
+        """Return the active version ``version`` (``default``: default_url), or None."""
+        if version == DEFAULT_VERSION:
+            return self.default
+        return self.versions.get(version)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledEntry:
+    """A whitelist entry of an active application, its pattern compiled once."""
+
+    id: str
+    application_id: str
+    pattern: PathPattern
+    methods: frozenset[str]  # empty: all
+    versions: frozenset[str]  # empty: all
+    rate_limit: int | None  # per minute; None: unlimited
+    is_public: bool
+
+    def allows_method(self, method: str) -> bool:
+        return not self.methods or method in self.methods
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledApplication:
+    """An active application with its whitelist entries (most specific first)."""
+
+    id: str
+    name: str
+    allowed_services: frozenset[str]  # empty: all
+    allowed_versions: frozenset[str]  # empty: all
+    allowed_origins: frozenset[str]  # empty: no cross-origin use
+    entries: tuple[CompiledEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledKey:
+    """An API key as stored: prefix, hash and state. Keys of inactive applications are left out."""
+
+    id: str
+    prefix: str
+    hash: str
+    application_id: str
+    expires_at: datetime | None
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a request needs, compiled from the five tables at one moment."""
+
+    version: int
+    loaded_at: datetime
+    routes: tuple[CompiledRoute, ...]  # longest route_prefix first
+    routes_by_prefix: Mapping[str, CompiledRoute]
+    applications: Mapping[str, CompiledApplication]  # by id
+    keys: Mapping[str, CompiledKey]  # by key_prefix
+    public_entries: tuple[CompiledEntry, ...]  # every is_public entry of active applications
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+# --- The snapshot in force ---------------------------------------------------------------
+
+_current: Snapshot | None = None
+
+# Sent after every swap with ``snapshot=``; a receiver must be cheap and must not raise.
+snapshot_installed = Signal()
+
+
+def current() -> Snapshot:
+    """Return the snapshot in force; raise ``SnapshotUnavailable`` before the first one is installed.
+
+    Never queries: loading is the watcher's job (``routing.reload``).
+    """
+    snapshot = _current
+    if snapshot is None:
+        raise SnapshotUnavailable("no configuration snapshot loaded yet")
+    return snapshot
+
+
+def install(snapshot: Snapshot) -> None:
+    """Make ``snapshot`` the one in force: one assignment, atomic for every reader."""
+    global _current  # the single swap point of the process
+    _current = snapshot
+    snapshot_installed.send(sender=Snapshot, snapshot=snapshot)
+
+
+def installed() -> Snapshot | None:
+    """Return the snapshot in force, or None before the first load (never queries)."""
+    return _current
+
+
+class SnapshotUnavailable(Exception):
+    """No snapshot was ever installed in this process."""
