@@ -1,10 +1,21 @@
-"""Applications, their endpoint whitelists and their API keys (SPEC §3)."""
+"""Applications, their endpoint whitelists, their API keys and their token issuers (SPEC §3)."""
 
 from __future__ import annotations
 
-from django.core.validators import MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from access.tokens_validation import (
+    RATE_LIMIT_BY,
+    issuer_errors,
+    validate_algorithm_list,
+    validate_audience_list,
+    validate_claim_name,
+    validate_env_name,
+    validate_issuer_url,
+    validate_scope_list,
+)
 from gateway_core.models import TimestampedModel
 from gateway_core.patterns import validate_endpoint_pattern
 from gateway_core.validators import (
@@ -61,6 +72,18 @@ class EndpointWhitelist(TimestampedModel):
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per minute; empty: unlimited."
     )
     is_public = models.BooleanField(default=False, help_text="Open to callers without a key.")
+    rate_limit_by = models.CharField(
+        max_length=16,
+        choices=[(value, value) for value in RATE_LIMIT_BY],
+        default="application",
+        help_text="Count the rate limit per application, or per user (token subject) for bearer-token callers.",
+    )
+    required_scopes = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_scope_list],
+        help_text="Scopes a bearer-token caller must all hold; empty: none.",
+    )
 
     class Meta:
         db_table = "gateway_endpoint_whitelist"
@@ -93,3 +116,75 @@ class ApiKey(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key_prefix})"
+
+
+class TokenIssuer(TimestampedModel):
+    """Who may sign end users' bearer tokens for an application, and how to check them.
+
+    Exactly one source of trust: a JWKS URL (public keys), the name of an environment
+    variable holding an HS secret (never the secret itself), or an RFC 7662
+    introspection URL for opaque tokens.
+    """
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="token_issuers")
+    issuer = models.CharField(max_length=255, unique=True, help_text="The tokens' iss claim.")
+    jwks_url = models.CharField(
+        max_length=500,
+        null=True,
+        blank=True,
+        validators=[validate_issuer_url],
+        help_text="https URL of the issuer's JWKS (http only on loopback).",
+    )
+    secret_env = models.CharField(
+        max_length=128,
+        null=True,
+        blank=True,
+        validators=[validate_env_name],
+        help_text="Name of the environment variable holding the HS256/384/512 secret.",
+    )
+    introspection_url = models.CharField(
+        max_length=500,
+        null=True,
+        blank=True,
+        validators=[validate_issuer_url],
+        help_text="RFC 7662 endpoint for opaque tokens (client credentials from the environment).",
+    )
+    audiences = models.JSONField(
+        default=list, blank=True, validators=[validate_audience_list], help_text="Accepted aud values; empty: any."
+    )
+    algorithms = models.JSONField(
+        default=list, blank=True, validators=[validate_algorithm_list], help_text="e.g. RS256, ES256; never none."
+    )
+    user_claim = models.CharField(max_length=64, default="sub", validators=[validate_claim_name])
+    scope_claim = models.CharField(
+        max_length=64,
+        default="scope",
+        validators=[validate_claim_name],
+        help_text="Space-separated string or list; scp is accepted too.",
+    )
+    leeway_s = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(3600)], help_text="Clock skew allowed on exp, nbf and iat (seconds)."
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        db_table = "gateway_token_issuer"
+        ordering = ["application__name", "issuer"]
+        verbose_name = "token issuer"
+
+    def __str__(self) -> str:
+        return self.issuer
+
+    def clean(self) -> None:
+        for name in ("jwks_url", "secret_env", "introspection_url"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
+        algorithms = self.algorithms if isinstance(self.algorithms, list) else []
+        errors = issuer_errors(
+            jwks_url=self.jwks_url,
+            secret_env=self.secret_env,
+            introspection_url=self.introspection_url,
+            algorithms=algorithms,
+        )
+        if errors:
+            raise ValidationError(errors)

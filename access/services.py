@@ -46,7 +46,15 @@ from access.models import EndpointWhitelist  # noqa: E402
 from gateway_core.changes import Actor, audit_record, model_create, model_delete, model_update  # noqa: E402
 
 APPLICATION_FIELDS = ("name", "description", "allowed_services", "allowed_versions", "allowed_origins", "is_active")
-WHITELIST_FIELDS = ("endpoint_path", "allowed_methods", "allowed_versions", "rate_limit", "is_public")
+WHITELIST_FIELDS = (
+    "endpoint_path",
+    "allowed_methods",
+    "allowed_versions",
+    "rate_limit",
+    "is_public",
+    "rate_limit_by",
+    "required_scopes",
+)
 
 
 def application_create(*, actor: Actor, fields: Mapping[str, object]) -> Application:
@@ -62,9 +70,11 @@ def application_update(*, application: Application, actor: Actor, fields: Mappin
 
 
 def application_delete(*, application: Application, actor: Actor) -> None:
-    """Delete ``application`` with its whitelist entries and API keys (each recorded)."""
+    """Delete ``application`` with its whitelist entries, token issuers and API keys (each recorded)."""
     for entry in application.whitelist.all():
         model_delete(entry, actor=actor)
+    for issuer in application.token_issuers.all():
+        model_delete(issuer, actor=actor)
     for key in application.api_keys.all():
         model_delete(key, actor=actor)
     model_delete(application, actor=actor)
@@ -105,6 +115,41 @@ def api_key_withdraw(*, key: ApiKey, actor: Actor) -> ApiKey:
     if was_active:
         audit_record(key, action_flag=CHANGE, actor=actor, message=[{"changed": {"fields": ["Is active"]}}])
     return key
+
+
+# --- Token issuers (SPEC §3): admin API, config import ------------------------------------
+
+from access.models import TokenIssuer  # noqa: E402
+
+TOKEN_ISSUER_FIELDS = (
+    "issuer",
+    "jwks_url",
+    "secret_env",
+    "introspection_url",
+    "audiences",
+    "algorithms",
+    "user_claim",
+    "scope_claim",
+    "leeway_s",
+    "is_active",
+)
+
+
+def token_issuer_create(*, application: Application, actor: Actor, fields: Mapping[str, object]) -> TokenIssuer:
+    """Create a token issuer of ``application`` from ``fields`` (TOKEN_ISSUER_FIELDS)."""
+    issuer = TokenIssuer(application=application, **_only(fields, TOKEN_ISSUER_FIELDS))
+    model_create(issuer, actor=actor)
+    return issuer
+
+
+def token_issuer_update(*, issuer: TokenIssuer, actor: Actor, fields: Mapping[str, object]) -> list[str]:
+    """Change ``fields`` of ``issuer``; return the names of the fields that changed."""
+    return model_update(issuer, fields=_only(fields, TOKEN_ISSUER_FIELDS), actor=actor)
+
+
+def token_issuer_delete(*, issuer: TokenIssuer, actor: Actor) -> None:
+    """Delete ``issuer``; its tokens stop working on every gateway with the next reload."""
+    model_delete(issuer, actor=actor)
 
 
 def _only(fields: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, object]:

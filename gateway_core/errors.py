@@ -17,6 +17,10 @@ class ErrorCode(enum.StrEnum):
     INVALID_API_KEY = "invalid_api_key"
     EXPIRED_API_KEY = "expired_api_key"
     MISSING_API_KEY = "missing_api_key"
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 - an error code, not a secret
+    EXPIRED_TOKEN = "expired_token"  # noqa: S105 - an error code, not a secret
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    ISSUER_UNAVAILABLE = "issuer_unavailable"
     SERVICE_NOT_ALLOWED = "service_not_allowed"
     ENDPOINT_NOT_ALLOWED = "endpoint_not_allowed"
     VERSION_NOT_ALLOWED = "version_not_allowed"

@@ -71,6 +71,8 @@ class CompiledEntry:
     versions: frozenset[str]  # empty: all
     rate_limit: int | None  # per minute; None: unlimited
     is_public: bool
+    rate_limit_by: str = "application"  # or "user": per token subject for bearer-token callers
+    required_scopes: frozenset[str] = frozenset()  # a bearer-token caller must hold all
 
     def allows_method(self, method: str) -> bool:
         return not self.methods or method in self.methods
@@ -101,8 +103,33 @@ class CompiledKey:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledIssuer:
+    """An active token issuer of an active application, with its secrets read from the environment.
+
+    ``kind`` is ``jwks``, ``secret`` or ``introspection``. ``secret`` (the HS key) and
+    ``client_secret`` (introspection credentials) come from the environment at compile
+    time and are kept out of ``repr`` so they never reach a log.
+    """
+
+    id: str
+    issuer: str
+    application_id: str
+    kind: str
+    jwks_url: str | None
+    introspection_url: str | None
+    audiences: frozenset[str]  # empty: any
+    algorithms: frozenset[str]
+    user_claim: str
+    scope_claim: str
+    leeway_s: int
+    secret: bytes | None = field(default=None, repr=False)  # HS key; None when unset in the environment
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Everything a request needs, compiled from the five tables at one moment."""
+    """Everything a request needs, compiled from the five tables and the token issuers at one moment."""
 
     version: int
     loaded_at: datetime
@@ -112,6 +139,8 @@ class Snapshot:
     keys: Mapping[str, CompiledKey]  # by key_prefix
     public_entries: tuple[CompiledEntry, ...]  # every is_public entry of active applications
     counts: Mapping[str, int] = field(default_factory=dict)
+    issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)  # JWT issuers by iss
+    introspection_issuers: tuple[CompiledIssuer, ...] = ()  # for opaque tokens, by iss
 
 
 # --- The snapshot in force ---------------------------------------------------------------

@@ -191,13 +191,13 @@ def connect_signals() -> None:
     from django.conf import settings
     from django.db.models.signals import post_delete, post_save
 
-    from access.models import ApiKey, Application, EndpointWhitelist
+    from access.models import ApiKey, Application, EndpointWhitelist, TokenIssuer
     from routing.models import ServiceConfig, ServiceVersion
 
     if getattr(settings, "REDIS_URL", None):
         import redis  # noqa: F401 - imported now, not on the first change (a noticeable delay)
 
-    for model in (ServiceConfig, ServiceVersion, Application, EndpointWhitelist, ApiKey):
+    for model in (ServiceConfig, ServiceVersion, Application, EndpointWhitelist, ApiKey, TokenIssuer):
         post_save.connect(on_config_saved, sender=model, dispatch_uid=f"gateway-reload-save-{model.__name__}")
         post_delete.connect(on_config_deleted, sender=model, dispatch_uid=f"gateway-reload-delete-{model.__name__}")
 
