@@ -139,6 +139,9 @@ class Snapshot:
     keys: Mapping[str, CompiledKey]  # by key_prefix
     public_entries: tuple[CompiledEntry, ...]  # every is_public entry of active applications
     counts: Mapping[str, int] = field(default_factory=dict)
+    # The token of the change that made ``version`` (routing.reload): the next version's
+    # changes are applied to this snapshot only when the database still names this token.
+    lineage: str = ""
     issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)  # JWT issuers by iss
     introspection_issuers: tuple[CompiledIssuer, ...] = ()  # for opaque tokens, by iss
 
