@@ -1,7 +1,7 @@
-"""Declarative config: export the five tables as one document, import one all-or-nothing.
+"""Declarative config: export the five tables and token issuers as one document, import one all-or-nothing.
 
 The document names objects by natural keys (service name; service + version;
-application name; application + endpoint path), never by id, so it can be kept in
+application name; application + endpoint path; issuer), never by id, so it can be kept in
 git and applied to any gateway. An import makes the config equal to the document:
 what is absent is deleted. API keys are exported as metadata (never hashes) and an
 import never creates, changes or deletes one; it refuses to delete an application
@@ -21,7 +21,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models, transaction
 
 from access import services as access_services
-from access.models import ApiKey, Application, EndpointWhitelist
+from access.models import ApiKey, Application, EndpointWhitelist, TokenIssuer
 from gateway_core.changes import Actor
 from routing import services as routing_services
 from routing.models import ServiceConfig, ServiceVersion
@@ -62,10 +62,24 @@ ENTRY_FIELDS: Mapping[str, tuple[tuple[type, ...], object]] = {
     "allowed_versions": (_LIST, []),
     "rate_limit": ((int, type(None)), None),
     "is_public": (_BOOL, False),
+    "rate_limit_by": (_STR, "application"),
+    "required_scopes": (_LIST, []),
+}
+ISSUER_FIELDS: Mapping[str, tuple[tuple[type, ...], object]] = {
+    "issuer": (_STR, REQUIRED),
+    "jwks_url": (_NULL_STR, None),
+    "secret_env": (_NULL_STR, None),
+    "introspection_url": (_NULL_STR, None),
+    "audiences": (_LIST, []),
+    "algorithms": (_LIST, []),
+    "user_claim": (_STR, "sub"),
+    "scope_claim": (_STR, "scope"),
+    "leeway_s": ((int,), 30),
+    "is_active": (_BOOL, True),
 }
 KEY_FIELDS = ("name", "key_prefix", "expires_at", "is_active", "last_used_at", "created_at")
 # Nullable text fields where "" means "unset", as in the admin API.
-BLANK_IS_NULL = frozenset({"current_version", "fallback_url"})
+BLANK_IS_NULL = frozenset({"current_version", "fallback_url", "jwks_url", "secret_env", "introspection_url"})
 
 
 # --- Export ------------------------------------------------------------------------------
@@ -74,7 +88,7 @@ BLANK_IS_NULL = frozenset({"current_version", "fallback_url"})
 def config_export() -> dict[str, object]:
     """Return the whole config as a JSON-ready document (no ids, no key hashes)."""
     services = ServiceConfig.objects.prefetch_related("versions").order_by("service_name")
-    applications = Application.objects.prefetch_related("whitelist", "api_keys").order_by("name")
+    applications = Application.objects.prefetch_related("whitelist", "token_issuers", "api_keys").order_by("name")
     return {
         "format_version": FORMAT_VERSION,
         "services": [
@@ -88,6 +102,9 @@ def config_export() -> dict[str, object]:
             {
                 **_values(app, APPLICATION_FIELDS),
                 "whitelist": [_values(e, ENTRY_FIELDS) for e in sorted(app.whitelist.all(), key=_by("endpoint_path"))],
+                "token_issuers": [
+                    _values(i, ISSUER_FIELDS) for i in sorted(app.token_issuers.all(), key=_by("issuer"))
+                ],
                 "api_keys": [_key_metadata(k) for k in sorted(app.api_keys.all(), key=_by("key_prefix"))],
             }
             for app in applications
@@ -118,7 +135,7 @@ def _by(name: str) -> Callable[[models.Model], str]:
 class Change:
     """One row an import creates, updates (``fields`` changed) or deletes."""
 
-    kind: str  # service | service_version | application | whitelist_entry
+    kind: str  # service | service_version | application | whitelist_entry | token_issuer
     key: Mapping[str, str]
     fields: tuple[str, ...] = ()
 
@@ -184,6 +201,7 @@ class _Desired:
     values: dict[str, object]
     raw: Mapping[str, object]  # as in the document: its nested lists are parsed next
     children: dict[str, _Desired] = field(default_factory=dict)
+    issuers: dict[str, _Desired] = field(default_factory=dict)  # an application's token issuers, by iss
 
 
 class _Parser:
@@ -220,7 +238,9 @@ class _Parser:
             document,
             "applications",
             "name",
-            lambda loc, raw: self.row(loc, raw, APPLICATION_FIELDS, Application, extra=("whitelist", "api_keys")),
+            lambda loc, raw: self.row(
+                loc, raw, APPLICATION_FIELDS, Application, extra=("whitelist", "token_issuers", "api_keys")
+            ),
         )
         for app in applications.values():
             app.children = self.rows(
@@ -231,6 +251,15 @@ class _Parser:
                 base=app.location,
                 required=False,
             )
+            app.issuers = self.rows(
+                app.raw,
+                "token_issuers",
+                "issuer",
+                lambda loc, raw: self.row(loc, raw, ISSUER_FIELDS, TokenIssuer, exclude=("application",)),
+                base=app.location,
+                required=False,
+            )
+        self.unique([i for app in applications.values() for i in app.issuers.values()], "issuer")
         return services, applications
 
     def rows(
@@ -366,7 +395,9 @@ def config_import(document: object, *, actor: Actor, dry_run: bool = False) -> I
             if not dry_run:
                 _lock_config()
             _sync_services(services, diff, actor=actor, dry_run=dry_run)
+            issuers_before = list(TokenIssuer.objects.select_related("application"))
             _sync_applications(applications, diff, actor=actor, dry_run=dry_run)
+            _sync_issuers(applications, issuers_before, diff, actor=actor, dry_run=dry_run)
     except _Refused as refused:
         raise ConfigInvalid([refused.problem]) from None
     return diff
@@ -528,3 +559,49 @@ def _sync_applications(desired: Mapping[str, _Desired], diff: ImportDiff, *, act
                         access_services.whitelist_entry_update, entry=entry, actor=actor, fields=entry_want.values
                     )
                     _write(entry_want.location, update_entry)
+
+
+def _sync_issuers(
+    desired: Mapping[str, _Desired],
+    existing: Sequence[TokenIssuer],
+    diff: ImportDiff,
+    *,
+    actor: Actor,
+    dry_run: bool,
+) -> None:
+    """Make the token issuers equal to the document's, matched by ``issuer`` (the iss value).
+
+    ``existing`` was read before the applications were synced, so the diff lists the
+    issuers of deleted applications too (they went with their application). An issuer
+    that moves to another application is deleted and created again.
+    """
+    wanted = {iss: (app_name, row) for app_name, app in desired.items() for iss, row in app.issuers.items()}
+    kept: dict[str, TokenIssuer] = {}
+    for issuer in sorted(existing, key=_by("issuer")):
+        owner = issuer.application.name
+        if issuer.issuer in wanted and wanted[issuer.issuer][0] == owner:
+            kept[issuer.issuer] = issuer
+            continue
+        diff.deleted.append(Change("token_issuer", {"application": owner, "issuer": issuer.issuer}))
+        if not dry_run:
+            still_there = TokenIssuer.objects.filter(pk=issuer.pk).first()  # gone with its application?
+            if still_there is not None:
+                access_services.token_issuer_delete(issuer=still_there, actor=actor)
+    for iss, (app_name, want) in wanted.items():
+        key = {"application": app_name, "issuer": iss}
+        issuer = kept.get(iss)
+        if issuer is None:
+            diff.created.append(Change("token_issuer", key))
+            if not dry_run:
+                application = Application.objects.get(name=app_name)
+                create = partial(
+                    access_services.token_issuer_create, application=application, actor=actor, fields=want.values
+                )
+                _write(want.location, create)
+            continue
+        fields = _changed(issuer, want.values)
+        if fields:
+            diff.updated.append(Change("token_issuer", key, fields))
+            if not dry_run:
+                update = partial(access_services.token_issuer_update, issuer=issuer, actor=actor, fields=want.values)
+                _write(want.location, update)

@@ -15,8 +15,9 @@ from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
-from access.models import ApiKey, Application, EndpointWhitelist
-from access.services import APPLICATION_FIELDS, WHITELIST_FIELDS
+from access.models import ApiKey, Application, EndpointWhitelist, TokenIssuer
+from access.services import APPLICATION_FIELDS, TOKEN_ISSUER_FIELDS, WHITELIST_FIELDS
+from access.tokens_validation import validate_algorithm_list, validate_audience_list, validate_scope_list
 from gateway_core.validators import (
     validate_method_list,
     validate_origin_list,
@@ -152,6 +153,7 @@ class WhitelistEntrySerializer(ModelRulesSerializer):
 
     allowed_methods = string_list(16, "Upper-case HTTP methods; empty: all.", validate_method_list)
     allowed_versions = string_list(32, "Versions; empty: all.", validate_version_list)
+    required_scopes = string_list(128, "Scopes a bearer-token caller must all hold; empty: none.", validate_scope_list)
 
     class Meta:
         model = EndpointWhitelist
@@ -159,6 +161,21 @@ class WhitelistEntrySerializer(ModelRulesSerializer):
         read_only_fields = ("id", "application", "created_at", "updated_at")
         validators: list[object] = []
         extra_kwargs = {"rate_limit": {"min_value": 1, "max_value": INT_MAX}}
+
+
+class TokenIssuerSerializer(NullableBlankMixin, ModelRulesSerializer):
+    """A token issuer of an application (table gateway_token_issuer): never a secret, only its variable's name."""
+
+    audiences = string_list(255, "Accepted aud values; empty: any.", validate_audience_list)
+    algorithms = string_list(16, "Algorithms the issuer signs with, e.g. RS256; never none.", validate_algorithm_list)
+
+    class Meta:
+        model = TokenIssuer
+        fields = ("id", "application", *TOKEN_ISSUER_FIELDS, "created_at", "updated_at")
+        read_only_fields = ("id", "application", "created_at", "updated_at")
+        validators: list[object] = []
+        blank_is_null = ("jwks_url", "secret_env", "introspection_url")
+        extra_kwargs = {"leeway_s": {"min_value": 0, "max_value": 3600}}
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -315,6 +332,21 @@ class ConfigEntrySerializer(serializers.Serializer):
     allowed_versions = serializers.ListField(child=serializers.CharField(), required=False)
     rate_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
     is_public = serializers.BooleanField(required=False)
+    rate_limit_by = serializers.ChoiceField(choices=["application", "user"], required=False)
+    required_scopes = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class ConfigIssuerSerializer(serializers.Serializer):
+    issuer = serializers.CharField()
+    jwks_url = serializers.CharField(required=False, allow_null=True)
+    secret_env = serializers.CharField(required=False, allow_null=True)
+    introspection_url = serializers.CharField(required=False, allow_null=True)
+    audiences = serializers.ListField(child=serializers.CharField(), required=False)
+    algorithms = serializers.ListField(child=serializers.CharField(), required=False)
+    user_claim = serializers.CharField(required=False)
+    scope_claim = serializers.CharField(required=False)
+    leeway_s = serializers.IntegerField(required=False, min_value=0, max_value=3600)
+    is_active = serializers.BooleanField(required=False)
 
 
 class ConfigKeySerializer(serializers.Serializer):
@@ -336,6 +368,7 @@ class ConfigApplicationSerializer(serializers.Serializer):
     allowed_origins = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
     whitelist = ConfigEntrySerializer(many=True, required=False)
+    token_issuers = ConfigIssuerSerializer(many=True, required=False)
     api_keys = ConfigKeySerializer(many=True, read_only=True, help_text="Exported for reference; an import ignores it.")
 
 

@@ -2,7 +2,18 @@
 
 from django.urls import path
 
-from admin_panel.api import applications, cache, config, keys, queues, schema, services, versions, whitelist
+from admin_panel.api import (
+    applications,
+    cache,
+    config,
+    keys,
+    queues,
+    schema,
+    services,
+    token_issuers,
+    versions,
+    whitelist,
+)
 
 app_name = "admin_api"
 
@@ -22,6 +33,16 @@ urlpatterns = [
         "access/applications/<str:id>/whitelist/<str:entry_id>",
         whitelist.WhitelistDetailView.as_view(),
         name="whitelist-entry",
+    ),
+    path(
+        "access/applications/<str:id>/token-issuers",
+        token_issuers.TokenIssuerListView.as_view(),
+        name="token-issuers",
+    ),
+    path(
+        "access/applications/<str:id>/token-issuers/<str:issuer_id>",
+        token_issuers.TokenIssuerDetailView.as_view(),
+        name="token-issuer",
     ),
     path("access/applications/<str:id>/api-keys", keys.ApiKeyListView.as_view(), name="api-keys"),
     path("access/applications/<str:id>/api-keys/<str:key_id>", keys.ApiKeyDetailView.as_view(), name="api-key"),
