@@ -1,8 +1,10 @@
 """Django admin for applications, whitelist entries and API keys (port 4201).
 
-API keys are generated server-side by ``access.services.api_key_create``; the
-plaintext is rendered once in the response to the add form and stored nowhere (not
-in a message cookie or the session). The hash is never shown or editable.
+API keys are generated server-side by ``access.services.api_key_create``; the add
+form's POST redirects to a one-time page that shows the plaintext once
+(``access.key_handoff``: POST/redirect/GET, so a reload never creates a second key, and
+nothing usable is stored). The hash is never shown or editable. Revoking asks first,
+is final, and the key's page then says when and by whom it was revoked.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ from collections.abc import Sequence
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.db.models.fields import Field
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from access.models import ApiKey, Application, EndpointWhitelist
-from access.services import api_key_create, api_key_revoke
+from access.key_handoff import key_handoff_put, key_handoff_take
+from access.models import ApiKey, Application, EndpointWhitelist, TokenIssuer
+from access.services import api_key_create, api_key_withdraw
 from gateway_core.admin_actions import activate, deactivate
 from gateway_core.validators import HTTP_METHODS
 
@@ -51,7 +57,7 @@ class StringListField(forms.Field):
 class StringListAdminMixin:
     """Render the model's JSON list fields as text boxes, and methods as checkboxes."""
 
-    string_list_fields: Sequence[str] = ("allowed_services", "allowed_versions", "allowed_origins")
+    string_list_fields: Sequence[str] = ("allowed_services", "allowed_versions", "allowed_origins", "required_scopes")
 
     def formfield_for_dbfield(self, db_field: Field, request: HttpRequest, **kwargs: object) -> forms.Field | None:
         if db_field.name == "allowed_methods":
@@ -75,10 +81,34 @@ def _join(values: Sequence[str], empty: str) -> str:
     return ", ".join(values) if values else empty
 
 
+class TokenIssuerInline(StringListAdminMixin, admin.StackedInline):
+    """Who may sign this application's bearer tokens: one source each (JWKS URL, secret env, introspection)."""
+
+    model = TokenIssuer
+    extra = 0
+    string_list_fields = ("audiences", "algorithms")
+    fields = (
+        ("issuer", "is_active"),
+        "jwks_url",
+        "secret_env",
+        "introspection_url",
+        ("audiences", "algorithms"),
+        ("user_claim", "scope_claim", "leeway_s"),
+    )
+
+
 class WhitelistInline(StringListAdminMixin, admin.TabularInline):
     model = EndpointWhitelist
     extra = 0
-    fields = ("endpoint_path", "allowed_methods", "allowed_versions", "rate_limit", "is_public")
+    fields = (
+        "endpoint_path",
+        "allowed_methods",
+        "allowed_versions",
+        "rate_limit",
+        "rate_limit_by",
+        "is_public",
+        "required_scopes",
+    )
     show_change_link = True
 
 
@@ -124,7 +154,7 @@ class ApplicationAdmin(StringListAdminMixin, admin.ModelAdmin):
     search_fields = ("name", "description", "whitelist__endpoint_path", "api_keys__key_prefix")
     ordering = ("name",)
     actions = [activate, deactivate]
-    inlines = [WhitelistInline, ApiKeyInline]
+    inlines = [WhitelistInline, TokenIssuerInline, ApiKeyInline]
     readonly_fields = ("id", "add_key_link", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "description", "is_active")}),
@@ -182,7 +212,9 @@ class EndpointWhitelistAdmin(StringListAdminMixin, admin.ModelAdmin):
         "allowed_methods",
         "allowed_versions",
         "rate_limit",
+        "rate_limit_by",
         "is_public",
+        "required_scopes",
         "id",
         "created_at",
         "updated_at",
@@ -223,15 +255,45 @@ class ApiKeyAddForm(forms.ModelForm):
         fields = ("application", "name", "expires_at")
 
 
-@admin.action(description="Revoke selected API keys", permissions=["change"])
-def revoke_keys(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    """Revoke each selected key through the access service, recording it in the admin history."""
-    revoked = 0
-    for key in queryset.filter(is_active=True):
-        api_key_revoke(key=key)
-        modeladmin.log_change(request, key, "Revoked.")
-        revoked += 1
-    modeladmin.message_user(request, f"{revoked} API key(s) revoked.", messages.SUCCESS)
+def key_revocation(key: ApiKey) -> tuple[object, str] | None:
+    """Return (when, who) of the history entry that revoked ``key``; None when it is active or unrecorded."""
+    if key.is_active:
+        return None
+    entry = (
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(ApiKey),
+            object_id=str(key.pk),
+            action_flag=CHANGE,
+        )
+        .filter(Q(change_message__contains="Is active") | Q(change_message__contains="Revoked"))
+        .select_related("user")
+        .order_by("-action_time")
+        .first()
+    )
+    if entry is None:
+        return None
+    return entry.action_time, entry.user.get_username()
+
+
+@admin.action(description="Revoke selected API keys…", permissions=["change"])
+def revoke_keys(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+    """Ask first (a revoked key never works again), then revoke each selected active key."""
+    active = list(queryset.filter(is_active=True).select_related("application"))
+    if request.POST.get("confirm") != "yes":
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Revoke API keys?",
+            "opts": modeladmin.opts,
+            "keys": active,
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "action": "revoke_keys",
+            "change_url": reverse("admin:access_apikey_changelist"),
+        }
+        return TemplateResponse(request, "admin/access/apikey/revoke_confirm.html", context)
+    for key in active:
+        api_key_withdraw(key=key, actor=request.user)
+    modeladmin.message_user(request, f"{len(active)} API key(s) revoked.", messages.SUCCESS)
+    return None
 
 
 @admin.register(ApiKey)
@@ -244,8 +306,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ordering = ("application__name", "name")
     actions = [revoke_keys]
     # api_key_hash is in no list here: it is neither shown nor editable.
-    change_fields = ("application", "name", "key_prefix", "expires_at", "is_active", "last_used_at")
-    change_readonly = ("application", "key_prefix", "last_used_at", "id", "created_at", "updated_at")
+    change_fields = ("application", "name", "key_prefix", "expires_at", "status", "revoked", "last_used_at")
+    # Revoking has its own confirmed page: never an unticked box on a save.
+    change_readonly = (
+        "application",
+        "key_prefix",
+        "status",
+        "revoked",
+        "last_used_at",
+        "id",
+        "created_at",
+        "updated_at",
+    )
 
     def get_form(
         self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: object
@@ -263,11 +335,82 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if obj is None:
             return ()
         # Revocation is final: a key that may have leaked must not come back to life.
-        return self.change_readonly if obj.is_active else (*self.change_readonly, "is_active")
+        return self.change_readonly if obj.is_active else (*self.change_readonly, "name", "expires_at")
 
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:
         return key_status(obj)
+
+    @admin.display(description="revoked")
+    def revoked(self, obj: ApiKey) -> str:
+        if obj.pk is None:
+            return ""
+        if obj.is_active:
+            url = reverse("admin:access_apikey_revoke", args=[obj.pk])
+            return format_html('<a class="deletelink" id="gw-revoke-link" href="{}">Revoke this key…</a>', url)
+        revocation = key_revocation(obj)
+        if revocation is None:
+            return "revoked (not recorded when or by whom)"
+        at, by = revocation
+        return format_html("revoked at {} by {}", timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S %Z"), by)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/created/", view(self.created_view), name="access_apikey_created"),
+            path("<path:object_id>/revoke/", view(self.revoke_view), name="access_apikey_revoke"),
+            *super().get_urls(),
+        ]
+
+    def _key_or_404(self, request: HttpRequest, object_id: str) -> ApiKey:
+        key = self.get_object(request, object_id)
+        if key is None:
+            raise Http404("No such API key.")
+        return key
+
+    def created_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Show a new key's plaintext once; a reload (or any later visit) says it was shown already."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        key = self._key_or_404(request, object_id)
+        page = reverse("admin:access_apikey_created", args=[key.pk])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.opts,
+            "key": key,
+            "change_url": reverse("admin:access_apikey_change", args=[key.pk]),
+            "application_url": reverse("admin:access_application_change", args=[key.application_id]),
+            "add_another_url": reverse("admin:access_apikey_add") + f"?application={key.application_id}",
+        }
+        response = TemplateResponse(request, "admin/access/apikey/key_created.html", context)
+        plaintext = key_handoff_take(request, response, key_id=key.pk, path=page)
+        context["plaintext"] = plaintext
+        if plaintext is None:
+            response.status_code = 410  # Gone: it was shown once
+        # The page holds the only copy of the secret: no cache, proxy or back-button copy.
+        response["Cache-Control"] = "no-store"
+        response["Pragma"] = "no-cache"
+        return response
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: ask to revoke one key (it never works again); POST: revoke it."""
+        key = self._key_or_404(request, object_id)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        change_url = reverse("admin:access_apikey_change", args=[key.pk])
+        if request.method == "POST" and key.is_active:
+            api_key_withdraw(key=key, actor=request.user)
+            self.message_user(request, f"API key {key.key_prefix} revoked; it stops working within a second.")
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Revoke API key?",
+            "opts": self.opts,
+            "keys": [key] if key.is_active else [],
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/access/apikey/revoke_confirm.html", context)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if change:
@@ -289,18 +432,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         plaintext = getattr(request, "_gateway_new_key", None)
         if plaintext is None:
             return super().response_add(request, obj, post_url_continue)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "API key created",
-            "opts": self.opts,
-            "key": obj,
-            "plaintext": plaintext,
-            "change_url": reverse("admin:access_apikey_change", args=[obj.pk]),
-            "application_url": reverse("admin:access_application_change", args=[obj.application_id]),
-            "add_another_url": reverse("admin:access_apikey_add") + f"?application={obj.application_id}",
-        }
-        response = TemplateResponse(request, "admin/access/apikey/key_created.html", context)
-        # The page holds the only copy of the secret: no cache, proxy or back-button copy.
-        response["Cache-Control"] = "no-store"
-        response["Pragma"] = "no-cache"
+        # POST/redirect/GET: a reload of the next page re-sends a GET, never this POST.
+        page = reverse("admin:access_apikey_created", args=[obj.pk])
+        response = HttpResponseRedirect(page, status=303)
+        key_handoff_put(request, response, key_id=obj.pk, plaintext=plaintext, path=page)
         return response

@@ -1,4 +1,4 @@
-"""App config for the admin panel (port 4201) and the admin REST API."""
+"""App config for the admin panel (port 4201), the admin REST API, roles and config history."""
 
 from django.apps import AppConfig
 
@@ -7,3 +7,9 @@ class AdminPanelConfig(AppConfig):
     name = "admin_panel"
     verbose_name = "Admin panel"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from admin_panel import revisions, roles
+
+        roles.connect(self)
+        revisions.connect()

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
@@ -58,9 +59,19 @@ def dashboard_payload(now_s: float | None = None) -> dict[str, object]:
     }
 
 
+# Traffic per service is a view of the services: the viewer's and the editor's, not the key manager's.
+REQUIRED_PERMISSION = "routing.view_serviceconfig"
+
+
+def _require_permission(request: HttpRequest) -> None:
+    if not request.user.has_perm(REQUIRED_PERMISSION):
+        raise PermissionDenied
+
+
 @never_cache
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Render the dashboard page with its first data inline (no wait for the first poll)."""
+    _require_permission(request)
     context = {
         **admin.site.each_context(request),
         "title": "Traffic dashboard",
@@ -72,4 +83,5 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 def dashboard_data(request: HttpRequest) -> JsonResponse:
     """Answer the page's poll with the current payload."""
+    _require_permission(request)
     return JsonResponse(dashboard_payload())

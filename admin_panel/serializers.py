@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from django.db import models
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
@@ -378,3 +379,27 @@ class ConfigDocumentSerializer(serializers.Serializer):
     format_version = serializers.IntegerField(required=False, min_value=1, max_value=1)
     services = ConfigServiceSerializer(many=True)
     applications = ConfigApplicationSerializer(many=True)
+
+
+# --- The config history (admin_panel/revisions.py) -------------------------------------
+
+
+@extend_schema_field(ConfigDocumentSerializer)
+class DocumentField(serializers.JSONField):
+    """A stored config document, passed through as it is (the schema describes its shape)."""
+
+
+class RevisionSerializer(serializers.Serializer):
+    """One config revision in the list: number, when, who, what changed."""
+
+    number = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    user = serializers.CharField(source="username", help_text="Who made the change; empty: a shell command.")
+    summary = serializers.CharField()
+    rollback_of = serializers.IntegerField(allow_null=True, help_text="The revision this one rolled back to.")
+
+
+class RevisionDetailSerializer(RevisionSerializer):
+    """One revision with the whole config document as of that revision (no key hashes)."""
+
+    document = DocumentField(help_text="The whole config document, as /admin/config/export answers it.")

@@ -18,11 +18,16 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DataError, IntegrityError, models, transaction
+from django.dispatch import Signal
 from django.utils.text import capfirst
 
 logger = logging.getLogger("gateway.audit")
 
 Actor = AbstractBaseUser | None
+
+# Sent once per committed config change, after the version bump (``version``: the new one).
+# The config history (admin_panel.revisions) records a revision from it.
+config_committed = Signal()
 
 
 def model_create(instance: models.Model, *, actor: Actor) -> models.Model:

@@ -24,6 +24,8 @@ def application_or_404(application_id: str) -> Application:
 
 
 class ApplicationListView(AdminAPIView):
+    permission_model = "access.application"
+
     @extend_schema(tags=TAGS, responses={200: ApplicationSerializer(many=True), **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         """List every application."""
@@ -44,6 +46,8 @@ class ApplicationListView(AdminAPIView):
 
 @extend_schema(parameters=[APPLICATION_ID])
 class ApplicationDetailView(AdminAPIView):
+    permission_model = "access.application"
+
     @extend_schema(tags=TAGS, responses={200: ApplicationSerializer, **WITH_LOOKUP})
     def get(self, request: Request, id: str) -> Response:
         """Show one application."""

@@ -18,6 +18,8 @@ TAGS = ["cache"]
 
 
 class CacheView(AdminAPIView):
+    required_permissions = {"GET": ("routing.view_serviceconfig",)}
+
     @extend_schema(tags=TAGS, responses={200: CacheStateSerializer, **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         """Describe the snapshot of every worker of this node, and the database's config version.
@@ -63,6 +65,8 @@ class CacheView(AdminAPIView):
 
 
 class CacheRefreshView(AdminAPIView):
+    required_permissions = {"POST": ("routing.change_serviceconfig",)}
+
     @extend_schema(tags=TAGS, request=None, responses={202: StatusSerializer, **COMMON_ERRORS})
     def post(self, request: Request) -> Response:
         """Bump the config version: every gateway process of every node reloads its snapshot."""

@@ -25,6 +25,8 @@ KEY_ID = OpenApiParameter("key_id", OpenApiTypes.UUID, OpenApiParameter.PATH, de
 
 @extend_schema(parameters=[APPLICATION_ID])
 class ApiKeyListView(AdminAPIView):
+    required_permissions = {"GET": ("access.view_apikey",), "POST": ("access.add_apikey",)}
+
     @extend_schema(tags=TAGS, responses={200: ApiKeySerializer(many=True), **WITH_LOOKUP})
     def get(self, request: Request, id: str) -> Response:
         """List an application's keys (metadata only)."""
@@ -45,6 +47,8 @@ class ApiKeyListView(AdminAPIView):
 
 @extend_schema(parameters=[APPLICATION_ID, KEY_ID])
 class ApiKeyDetailView(AdminAPIView):
+    required_permissions = {"DELETE": ("access.change_apikey",)}  # a revoke changes the key
+
     @extend_schema(tags=TAGS, responses={200: ApiKeySerializer, **WITH_LOOKUP})
     def delete(self, request: Request, id: str, key_id: str) -> Response:
         """Revoke a key (kept, with ``is_active=false``); answer its metadata."""

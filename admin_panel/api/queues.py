@@ -12,6 +12,8 @@ from queues.selectors import queue_stats
 
 
 class QueuesView(AdminAPIView):
+    required_permissions = {"GET": ("queues.view_taskstatus",)}
+
     @extend_schema(tags=["queues"], responses={200: QueuesSerializer, **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         """Show each queue's depth and consumers (null where the broker cannot tell or is down)."""

@@ -16,6 +16,8 @@ TAGS = ["routing"]
 
 
 class ServiceListView(AdminAPIView):
+    permission_model = "routing.serviceconfig"
+
     @extend_schema(tags=TAGS, responses={200: ServiceSerializer(many=True), **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         """List every service."""
@@ -33,6 +35,8 @@ class ServiceListView(AdminAPIView):
 
 
 class ServiceDetailView(AdminAPIView):
+    permission_model = "routing.serviceconfig"
+
     @extend_schema(tags=TAGS, responses={200: ServiceSerializer, **WITH_LOOKUP})
     def get(self, request: Request, service_name: str) -> Response:
         """Show one service."""

@@ -51,5 +51,12 @@ urlpatterns = [
     path("queues", queues.QueuesView.as_view(), name="queues"),
     path("config/export", config.ConfigExportView.as_view(), name="config-export"),
     path("config/import", config.ConfigImportView.as_view(), name="config-import"),
+    path("config/revisions", config.RevisionListView.as_view(), name="config-revisions"),
+    path("config/revisions/<int:number>", config.RevisionDetailView.as_view(), name="config-revision"),
+    path(
+        "config/revisions/<int:number>/rollback",
+        config.RevisionRollbackView.as_view(),
+        name="config-revision-rollback",
+    ),
     path("schema", schema.SchemaView.as_view(), name="schema"),
 ]

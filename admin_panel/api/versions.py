@@ -25,6 +25,8 @@ def _version(service_name: str, version: str) -> ServiceVersion:
 
 
 class VersionListView(AdminAPIView):
+    permission_model = "routing.serviceversion"
+
     @extend_schema(tags=TAGS, responses={200: ServiceVersionSerializer(many=True), **WITH_LOOKUP})
     def get(self, request: Request, service_name: str) -> Response:
         """List the versions of a service."""
@@ -48,6 +50,8 @@ class VersionListView(AdminAPIView):
 
 
 class VersionDetailView(AdminAPIView):
+    permission_model = "routing.serviceversion"
+
     @extend_schema(tags=TAGS, responses={200: ServiceVersionSerializer, **WITH_LOOKUP})
     def get(self, request: Request, service_name: str, version: str) -> Response:
         """Show one version."""

@@ -25,6 +25,8 @@ def _entry(application_id: str, entry_id: str) -> EndpointWhitelist:
 
 @extend_schema(parameters=[APPLICATION_ID])
 class WhitelistListView(AdminAPIView):
+    permission_model = "access.endpointwhitelist"
+
     @extend_schema(tags=TAGS, responses={200: WhitelistEntrySerializer(many=True), **WITH_LOOKUP})
     def get(self, request: Request, id: str) -> Response:
         """List an application's whitelist entries."""
@@ -44,6 +46,8 @@ class WhitelistListView(AdminAPIView):
 
 @extend_schema(parameters=[APPLICATION_ID, ENTRY_ID])
 class WhitelistDetailView(AdminAPIView):
+    permission_model = "access.endpointwhitelist"
+
     @extend_schema(tags=TAGS, responses={200: WhitelistEntrySerializer, **WITH_LOOKUP})
     def get(self, request: Request, id: str, entry_id: str) -> Response:
         """Show one whitelist entry."""

@@ -12,9 +12,19 @@ from rest_framework.test import APIClient
 PASSWORD = "correct-horse-battery-staple-9"
 
 
-def make_user(username: str = "ops", *, is_staff: bool = True, password: str = PASSWORD) -> User:
-    """Create a user (staff by default) with ``password``."""
-    return User.objects.create_user(username, password=password, is_staff=is_staff)
+ALL_ROLES = ("gateway-viewer", "gateway-editor", "gateway-key-manager")
+
+
+def make_user(
+    username: str = "ops", *, is_staff: bool = True, password: str = PASSWORD, roles: tuple[str, ...] | None = None
+) -> User:
+    """Create a user (staff by default) with ``password``, in ``roles`` (a staff user: every role)."""
+    from django.contrib.auth.models import Group
+
+    user = User.objects.create_user(username, password=password, is_staff=is_staff)
+    wanted = (ALL_ROLES if is_staff else ()) if roles is None else roles
+    user.groups.set(Group.objects.filter(name__in=wanted))
+    return user
 
 
 def basic_header(username: str, password: str = PASSWORD) -> str:
