@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -43,10 +44,11 @@ async def _worker(host: str, port: int, request: bytes, deadline: float, latenci
     return errors
 
 
-async def _run(url: str, connections: int, duration_s: float) -> LoadResult:
+async def _run(url: str, connections: int, duration_s: float, headers: Mapping[str, str]) -> LoadResult:
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: */*\r\n\r\n".encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: */*\r\n{extra}\r\n".encode()
     latencies: list[float] = []
     started = time.perf_counter()
     deadline = started + duration_s
@@ -67,6 +69,6 @@ async def _run(url: str, connections: int, duration_s: float) -> LoadResult:
     )
 
 
-def run_load(url: str, connections: int, duration_s: float) -> LoadResult:
-    """Load ``url`` with ``connections`` keep-alive connections for ``duration_s``."""
-    return asyncio.run(_run(url, connections, duration_s))
+def run_load(url: str, connections: int, duration_s: float, headers: Mapping[str, str] | None = None) -> LoadResult:
+    """Load ``url`` with ``connections`` keep-alive connections for ``duration_s``, sending ``headers``."""
+    return asyncio.run(_run(url, connections, duration_s, headers or {}))

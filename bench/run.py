@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,13 +126,14 @@ def ensure_revproxy(env: dict[str, str]) -> bool:
 _WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 
 
-def load(url: str, connections: int, duration_s: float) -> LoadResult:
-    """Run the best available load generator against ``url``."""
+def load(url: str, connections: int, duration_s: float, headers: Mapping[str, str] | None = None) -> LoadResult:
+    """Run the best available load generator against ``url``, sending ``headers`` with every request."""
     wrk = shutil.which("wrk")
     if wrk:
         threads = min(2, connections)
+        header_args = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
         out = subprocess.run(
-            [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:.0f}s", "--latency", url],
+            [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:.0f}s", "--latency", *header_args, url],
             capture_output=True,
             text=True,
             check=True,
@@ -143,7 +145,7 @@ def load(url: str, connections: int, duration_s: float) -> LoadResult:
         return LoadResult(
             rps, latency.get("50", 0.0), latency.get("99", 0.0), int(errors_match.group(1)) if errors_match else 0
         )
-    return run_load(url, connections, duration_s)
+    return run_load(url, connections, duration_s, headers)
 
 
 def median_result(runs: list[LoadResult]) -> LoadResult:
