@@ -15,7 +15,7 @@ broker redelivers to another worker.
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 from queues import topology
 
@@ -66,3 +66,20 @@ def check_queue_handlers(sender: object = None, **kwargs: object) -> None:
             handler_for(name)
         except Exception as exc:
             logging.getLogger("gateway.worker").error("queue handler unusable: %s", exc)
+
+
+@worker_process_init.connect
+def start_tracing(**kwargs: object) -> None:
+    """Set up tracing in each pool process (after the fork: the exporter's thread is per process)."""
+    from gateway_core import tracing
+    from queues.spans import WORKER_SERVICE_NAME
+
+    tracing.setup(WORKER_SERVICE_NAME)
+
+
+@worker_process_shutdown.connect
+def stop_tracing(**kwargs: object) -> None:
+    """Export the spans still queued before a pool process exits (it skips atexit handlers)."""
+    from gateway_core import tracing
+
+    tracing.shutdown()

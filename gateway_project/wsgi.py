@@ -23,6 +23,7 @@ django_application = get_wsgi_application()
 from django.core.handlers.wsgi import WSGIRequest  # noqa: E402 - after Django is set up
 from django.http.response import HttpResponseBase  # noqa: E402
 
+from gateway_core import tracing  # noqa: E402
 from routing import pipeline, reload, watcher  # noqa: E402 - imports models: Django must be set up first
 
 logger = logging.getLogger("gateway.wsgi")
@@ -90,6 +91,7 @@ def _start_background() -> None:
     """Start this worker's config watcher and load the first snapshot (once per process)."""
     global _watcher_pid
     _watcher_pid = os.getpid()
+    tracing.setup()  # per process: a gunicorn worker gets its own exporter after the fork
     watcher.start_watcher()
     try:
         reload.load_now()

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import socket
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -72,17 +73,30 @@ def verify(body: bytes, signature: str, secret: str) -> bool:
 
 
 def callback_send(
-    url: str, body: bytes, *, task_id: str, secret: str | None, timeout_s: float, allow_private: bool = False
+    url: str,
+    body: bytes,
+    *,
+    task_id: str,
+    secret: str | None,
+    timeout_s: float,
+    allow_private: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """POST ``body`` to ``url``; return the status, raise CallbackFailed unless 2xx.
 
     Raises CallbackRefused, before any connection, for a non-public address unless
     ``allow_private``. Redirects are not followed (a redirect could point the signed
-    outcome elsewhere). Without a secret the callback is sent unsigned.
+    outcome elsewhere). Without a secret the callback is sent unsigned. ``headers``
+    are added (the trace context).
     """
     if not allow_private:
         refuse_internal_address(url)
-    headers = {"Content-Type": "application/json", "X-Gateway-Task-ID": task_id, "User-Agent": "api-gateway-callback"}
+    headers = {
+        **(headers or {}),
+        "Content-Type": "application/json",
+        "X-Gateway-Task-ID": task_id,
+        "User-Agent": "api-gateway-callback",
+    }
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
     try:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from gateway_core.conf import gateway_config
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError
+from queues import spans
 from queues.client import PublishError, QueueClient
 from queues.conf import queue_config
 from queues.messages import is_callback_url, message_build
@@ -73,6 +74,7 @@ def publish(ctx: RequestContext) -> HttpResponse:
     if callback_url is not None and not is_callback_url(callback_url):
         callback_url = None  # SPEC §5: http(s) callbacks only; anything else is ignored
 
+    span = spans.publish_start(queue)
     message = message_build(
         queue=queue,
         body=body,
@@ -82,7 +84,7 @@ def publish(ctx: RequestContext) -> HttpResponse:
         method=request.method,
         path=ctx.route.upstream_prefix + ctx.rest_path,
         query=request.META.get("QUERY_STRING", ""),
-        headers=_forwarded_headers(ctx),
+        headers=spans.trace_headers(span, _forwarded_headers(ctx)),  # the publish span's traceparent
         callback_url=callback_url,
     )
     window = timedelta(hours=queue_config().idempotency_hours)
@@ -111,12 +113,14 @@ def publish(ctx: RequestContext) -> HttpResponse:
     try:
         queue_client().send(message)
     except PublishError as exc:
+        spans.publish_end(span, message.task_id, ErrorCode.QUEUE_UNAVAILABLE.value)
         task_discard(task_id=message.task_id)
         logger.warning(
             "queue publish failed",
             extra={"queue": queue, "task_id": message.task_id, "request_id": ctx.request_id, "reason": str(exc)},
         )
         raise GatewayError(503, ErrorCode.QUEUE_UNAVAILABLE, f"The {queue} queue is not available.") from None
+    spans.publish_end(span, message.task_id)
     if idempotency_key is not None:
         try:
             task_confirmed(task_id=message.task_id)

@@ -22,7 +22,7 @@ from celery import Task, current_app, shared_task
 from celery.exceptions import Reject, Retry
 
 from gateway_core.conf import gateway_config
-from queues import topology
+from queues import spans, topology
 from queues.callbacks import CallbackFailed, CallbackRefused, callback_body, callback_send
 from queues.conf import queue_config
 from queues.handlers.base import HandlerError, InvalidPayload, PermanentError, TaskInput
@@ -146,6 +146,7 @@ class QueueTask(Task):
         # Dead-letter first: once the status says ``failed``, the dead-letter queue holds it.
         self._dead_letter(message.to_dict(), error)
         task_fail(task_id=message.task_id, error=error)
+        spans.task_failed()
         logger.error("task failed", extra={"queue": message.queue, "task_id": message.task_id, "error": error})
         self._queue_callback(message, TaskState.FAILED, None, error)
 
@@ -172,7 +173,7 @@ class QueueTask(Task):
         deliver_callback.apply_async(
             args=(message.callback_url, body.decode(), message.task_id),
             # A client's X-Callback-URL is checked for internal addresses; a service's own is trusted.
-            kwargs={"check_address": message.origin == "gateway"},
+            kwargs={"check_address": message.origin == "gateway", **spans.callback_trace()},
             argsrepr=f"(<callback of {message.task_id}>)",
             queue=topology.work_queue(message.queue),
         )
@@ -192,7 +193,8 @@ def _queue_task(queue: str) -> Task:
     """Register ``gateway.<queue>``: a thin task handing its message to the base class."""
 
     def run(self: QueueTask, message: object) -> None:
-        self.process(message)
+        with spans.task_run(queue, message, self.request.retries):
+            self.process(message)
 
     run.__name__ = queue
     run.__doc__ = f"Handle one {queue} task message (see queues.tasks)."
@@ -207,22 +209,29 @@ execution = _queue_task("execution")
 
 
 @shared_task(bind=True, name=topology.CALLBACK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver_callback(self: Task, url: str, body: str, task_id: str, check_address: bool = True) -> None:
+def deliver_callback(
+    self: Task, url: str, body: str, task_id: str, check_address: bool = True, traceparent: str | None = None
+) -> None:
     """POST a task's outcome to its callback URL, retried with backoff on failure.
 
     ``check_address``: refuse a non-public address (a client's URL) unless
     ``GATEWAY_CALLBACK_ALLOW_PRIVATE``; false for a callback a service published itself.
+    ``traceparent``: the task's span, which the callback's client span continues.
     """
     config = queue_config()
     try:
-        callback_send(
-            url,
-            body.encode(),
-            task_id=task_id,
-            secret=gateway_config().callback_secret,
-            timeout_s=config.callback_timeout_s,
-            allow_private=gateway_config().callback_allow_private or not check_address,
-        )
+        with spans.callback_post(url, traceparent) as (span, trace_headers):
+            status = callback_send(
+                url,
+                body.encode(),
+                task_id=task_id,
+                secret=gateway_config().callback_secret,
+                timeout_s=config.callback_timeout_s,
+                allow_private=gateway_config().callback_allow_private or not check_address,
+                headers=trace_headers,
+            )
+            if span is not None:
+                span.attributes["http.response.status_code"] = status
     except CallbackRefused as exc:
         logger.warning("callback refused", extra={"task_id": task_id, "reason": str(exc)})
         return
