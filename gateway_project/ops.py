@@ -4,7 +4,8 @@
 cache, the broker and the loaded snapshot at the same time, each bounded by
 ``READY_TIMEOUT_S``, and names what failed; a load balancer takes a node out of
 rotation on 503. A gateway whose database went away keeps serving its snapshot
-(liveness stays 200) while readiness reports the database.
+(liveness stays 200) while readiness reports the database, and after ``STALE_AFTER_S``
+the snapshot as ``stale: <why>``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Seconds each check may take. A probe is repeated every few seconds; a slow answer is
 # as bad as none for a load balancer, and the database's own connect timeout is longer.
 READY_TIMEOUT_S = 2.0
+# A gateway worker whose watcher has not confirmed the config version for this long is not ready (SPEC §6).
+STALE_AFTER_S = 5.0
 _MAX_REASON_CHARS = 200
 
 
@@ -122,17 +126,34 @@ def _check_broker_folders(targets: ReadinessTargets) -> None:
             raise RuntimeError(f"folder {folder} is not readable and writable")
 
 
-def check_snapshot() -> None:
-    """Require a loaded configuration snapshot, loading the first one if this process has none."""
-    from gateway_core import snapshot
-    from routing import reload
+class SnapshotStale(Exception):
+    """The snapshot in force was not confirmed current recently; reported as ``stale: <why>``."""
 
-    if snapshot.installed() is not None:
+
+def check_snapshot() -> None:
+    """Require a loaded snapshot, confirmed current within ``STALE_AFTER_S`` where a watcher follows changes.
+
+    Raises SnapshotStale when this process's watcher has not confirmed the config
+    version for longer than that (SPEC §6): a database that hangs or went away, or a
+    reload that keeps failing; the reason is the last reload error.
+    """
+    from gateway_core import snapshot
+    from routing import reload, watcher
+
+    if snapshot.installed() is None:
+        try:
+            reload.load_now()
+        except Exception as exc:
+            raise RuntimeError(f"no configuration snapshot loaded ({type(exc).__name__})") from None
         return
-    try:
-        reload.load_now()
-    except Exception as exc:
-        raise RuntimeError(f"no configuration snapshot loaded ({type(exc).__name__})") from None
+    if not watcher.running():
+        return  # the admin panel follows only its own writes; nothing can go stale there
+    status = reload.snapshot_status()
+    confirmed_at = status.checked_at or status.loaded_at
+    age_s = (datetime.now(tz=UTC) - confirmed_at).total_seconds() if confirmed_at else float("inf")
+    if age_s > STALE_AFTER_S:
+        why = status.last_error or "the config watcher is waiting on the database"
+        raise SnapshotStale(f"config version not confirmed for {age_s:.1f}s ({why})")
 
 
 CHECKS: tuple[tuple[str, Callable[[], None]], ...] = (
@@ -168,7 +189,10 @@ def run_checks(
             results[name] = f"error: no answer within {timeout_s:g}s"
             continue
         exc = future.exception()
-        results[name] = "ok" if exc is None else f"error: {describe_failure(exc)}"
+        if exc is None:
+            results[name] = "ok"
+        else:
+            results[name] = f"{'stale' if isinstance(exc, SnapshotStale) else 'error'}: {describe_failure(exc)}"
     return results
 
 

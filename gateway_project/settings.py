@@ -93,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "gateway_project.unavailable.DatabaseUnavailableMiddleware",  # a database error: 503, never 500
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -135,9 +136,22 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(Path(_db["NAME"]).with_name("test_" + Path(_db["NAME"]).name))}
     _db.setdefault("OPTIONS", {})["timeout"] = 20
 else:
-    _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    from gateway_project import database as _database
+
+    # Seconds any answer from PostgreSQL is awaited (query, commit); 0: unbounded (long migrations).
+    DATABASE_TIMEOUT_S = env.float("GATEWAY_DB_TIMEOUT_S", default=4.0)
     _db["CONN_HEALTH_CHECKS"] = True
-    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    _options = _db.setdefault("OPTIONS", {})
+    for _name, _value in _database.connection_options(answer_timeout_s=DATABASE_TIMEOUT_S).items():
+        _options.setdefault(_name, _value)
+    # A bounded pool per process (SPEC §6: connections bounded by workers, not clients); a
+    # connection goes back to it when a request ends, so persistent connections are off.
+    _db["CONN_MAX_AGE"] = 0
+    _options["pool"] = _database.pool_options(
+        size=env.int("GATEWAY_DB_POOL_SIZE", default=2),
+        timeout_s=env.float("GATEWAY_DB_POOL_TIMEOUT_S", default=3.0),
+        answer_timeout_s=DATABASE_TIMEOUT_S,
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -215,7 +229,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "admin_panel.api.errors.exception_handler",
+    # The admin API's handler, behind one that answers 503 when the database is unavailable.
+    "EXCEPTION_HANDLER": "gateway_project.unavailable.admin_api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "API gateway admin API",
@@ -233,7 +248,8 @@ ADMIN_LOGIN_MAX_FAILURES = env.int("GATEWAY_ADMIN_LOGIN_MAX_FAILURES", default=1
 ADMIN_LOGIN_WINDOW_S = env.int("GATEWAY_ADMIN_LOGIN_WINDOW_S", default=60)
 
 # --- Celery (SPEC §5) -------------------------------------------------------------------
-CELERY_BROKER_URL = secret("CELERY_BROKER_URL") or "filesystem://"
+# The embedded default needs no server and redelivers what a killed worker held (queues/sqlite_transport.py).
+CELERY_BROKER_URL = secret("CELERY_BROKER_URL") or "sqlite://"
 CELERY_RESULT_BACKEND = secret("CELERY_RESULT_BACKEND")
 CELERY_BROKER_DIR = Path(env.str("GATEWAY_BROKER_DIR", default=str(BASE_DIR / "var" / "broker")))
 # Queues, dead-letter queues, acks_late and prefetch are set in gateway_project/celery.py.
@@ -245,6 +261,10 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Sweep for such messages every few seconds (kombu's default is about every 100 s).
     CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = max(1, min(10, _visibility_s // 2))
     CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
+if CELERY_BROKER_URL.startswith("sqlite://"):
+    # Seconds a taken message stays leased to its worker (renewed while it runs it).
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=30)
+    CELERY_BROKER_DIR.mkdir(parents=True, exist_ok=True)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "processed", "control"):
         (CELERY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@
 straight to ``routing.pipeline.handle``: the pipeline needs none of Django's
 middleware (sessions, CSRF, auth, messages), and skipping it is a large share of the
 per-request cost. Everything else (ops endpoints, the admin API, the task status
-view) goes through Django's normal handler.
+view) goes through Django's normal handler. A database connection the pipeline opened
+(a queue route's task record) is given back when the request ends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 django_application = get_wsgi_application()
 
 from django.core.handlers.wsgi import WSGIRequest  # noqa: E402 - after Django is set up
+from django.db import connections  # noqa: E402
+from django.db.utils import ConnectionHandler  # noqa: E402
 from django.http.response import HttpResponseBase  # noqa: E402
 
 from gateway_core import tracing  # noqa: E402
@@ -41,7 +44,10 @@ def gateway_application(environ: dict[str, Any], start_response: StartResponse) 
     if _watcher_pid != os.getpid():
         _start_background()
     request = WSGIRequest(environ)
-    response = pipeline.handle(request)
+    try:
+        response = pipeline.handle(request)
+    finally:
+        _release_database(connections)
     if (
         not response.streaming
         and "Content-Length" not in response
@@ -82,6 +88,19 @@ class ResponseBody:
                 logger.warning("closing a response failed: %s", type(exc).__name__)
         closers.clear()
         response.closed = True
+
+
+def _release_database(handler: ConnectionHandler) -> None:
+    """Give back the database connection a request opened (a queue route writes its task record).
+
+    The fast path skips Django's ``request_finished``, which would do this; without it
+    each client connection's greenlet kept its own database connection (SPEC §6:
+    connections are bounded by workers, not clients). A proxied request opens none,
+    so this costs it one look at the thread-local connections.
+    """
+    for conn in handler.all(initialized_only=True):
+        if conn.connection is not None and not conn.in_atomic_block:
+            conn.close()  # with the pool: back to it
 
 
 _watcher_pid = 0

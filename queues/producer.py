@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 from functools import cache
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -110,6 +110,8 @@ def publish(ctx: RequestContext) -> HttpResponse:
         # The first request's publish failed and its task was deleted: queue this one.
     else:
         raise GatewayError(503, ErrorCode.QUEUE_UNAVAILABLE, f"The {queue} queue is not available.")
+    # The publish may wait seconds for the broker: hold no pooled database connection meanwhile.
+    _release_connection()
     try:
         queue_client().send(message)
     except PublishError as exc:
@@ -144,12 +146,20 @@ def _confirmed(task: TaskStatus) -> TaskStatus | None:
         if timezone.now() > settled_by:
             task_discard(task_id=str(task.pk))
             return None
+        _release_connection()
         time.sleep(0.05)  # cooperative under gevent
         refreshed = TaskStatus.objects.filter(pk=task.pk).first()
         if refreshed is None:
             return None
         task = refreshed
     return task
+
+
+def _release_connection() -> None:
+    """Give this greenlet's database connection back to the pool (a new query takes one again)."""
+    conn = connections["default"]
+    if conn.connection is not None and not conn.in_atomic_block:
+        conn.close()
 
 
 def _accepted(task: TaskStatus, *, replayed: bool) -> HttpResponse:

@@ -7,10 +7,16 @@ task ``started``, run the queue's handler, then record ``succeeded`` or, on an e
   until ``GATEWAY_TASK_MAX_RETRIES`` retries were spent, then ``failed``.
 A failed message is copied to the queue's dead-letter queue (``email.dlq``...) with
 the reason in its ``x-gateway-error`` header, and the callback (if any) is queued.
+
+Infrastructure errors (the database, the broker, a socket: ``INFRASTRUCTURE_ERRORS``;
+any error of the bookkeeping around the handler, and a database error under it) never
+end in ``failed`` or an acknowledgement: the delivery is rejected with requeue after a
+short pause, and runs again once the worker can reach what it needs (SPEC §5).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -20,6 +26,8 @@ from pathlib import Path
 
 from celery import Task, current_app, shared_task
 from celery.exceptions import Reject, Retry
+from django import db
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from gateway_core.conf import gateway_config
 from queues import spans, topology
@@ -68,9 +76,13 @@ class QueueTask(Task):
         except (Retry, Reject):
             raise
         except Exception as exc:
-            # The database or broker failed around the handler: retry the delivery as a whole.
-            logger.exception("task infrastructure error", extra={"queue": self.queue_name, "task_id": message.task_id})
-            self._retry_or_fail(message, f"internal error: {exc.__class__.__name__}", exc)
+            # Everything the handler's own outcomes did not cover failed around it: the
+            # database (task status), the broker (retry, dead letter, callback) or the
+            # result backend. Nothing here may write, since the failing part is what a
+            # write needs: the delivery goes back to the queue unacknowledged.
+            _requeue(message, exc)
+        else:
+            _infrastructure_backoff.reset()
         finally:
             _maybe_cleanup()
 
@@ -102,6 +114,8 @@ class QueueTask(Task):
         )
         try:
             result = _json_ready(handler_for(message.queue)(task_input))
+        except DATABASE_ERRORS:
+            raise  # the database went away under the handler (analytics stores rows): requeue
         except (InvalidPayload, PermanentError) as exc:
             self._fail(message, str(exc) or exc.__class__.__name__)
             return
@@ -131,16 +145,11 @@ class QueueTask(Task):
             "task retrying",
             extra={"queue": message.queue, "task_id": message.task_id, "retry": retries + 1, "delay_s": delay},
         )
-        try:
-            raise self.retry(
-                countdown=delay, exc=exc, max_retries=max_retries, kwargsrepr=_redacted(message.queue, message.task_id)
-            )
-        except Retry:
-            raise
-        except Exception as publish_error:
-            # The retry could not be published (broker gone): hand this delivery back
-            # unacknowledged rather than lose it.
-            raise Reject(publish_error, requeue=True) from publish_error
+        # Raises Retry once the retry is published; a broker error otherwise, which
+        # process() answers by handing this delivery back unacknowledged.
+        raise self.retry(
+            countdown=delay, exc=exc, max_retries=max_retries, kwargsrepr=_redacted(message.queue, message.task_id)
+        )
 
     def _fail(self, message: TaskMessage, error: str) -> None:
         # Dead-letter first: once the status says ``failed``, the dead-letter queue holds it.
@@ -177,6 +186,57 @@ class QueueTask(Task):
             argsrepr=f"(<callback of {message.task_id}>)",
             queue=topology.work_queue(message.queue),
         )
+
+
+# What a delivery cannot be blamed for: the database, the broker or the network failed.
+# ``OperationalError``/``InterfaceError`` are Django's (and psycopg pool timeouts, which
+# Django wraps); kombu's ``OperationalError`` and ``OSError`` cover brokers and sockets.
+# A handler's own network errors are its outcomes (retried, then dead-lettered); only the
+# database failing under it is infrastructure.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (db.OperationalError, db.InterfaceError)
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, KombuOperationalError, OSError)
+
+
+class _Backoff:
+    """Seconds to pause before handing a delivery back: 0.5 s doubling to 5 s, reset by a success.
+
+    Without a pause a broker redelivers the message at once, to the same worker, and
+    a worker whose database is down would spin through its queue.
+    """
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.next_s = first_s
+
+    def pause(self) -> float:
+        delay, self.next_s = self.next_s, min(self.max_s, self.next_s * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+
+_infrastructure_backoff = _Backoff()
+
+
+def _requeue(message: TaskMessage, exc: Exception) -> None:
+    """Drop broken connections, pause, and hand the delivery back to the broker unacknowledged.
+
+    Raises ``Reject(requeue=True)``: Celery rejects the message (never acknowledges it),
+    so the broker delivers it again; if even the reject cannot reach the broker, the
+    broker gives back what a closed channel held unacknowledged. The task keeps its
+    status (``started``), is never marked ``failed``, and runs again on recovery.
+    """
+    extra = {"queue": message.queue, "task_id": message.task_id, "reason": exc.__class__.__name__}
+    if isinstance(exc, INFRASTRUCTURE_ERRORS):
+        logger.warning("task handed back to the queue: infrastructure error", extra=extra)
+    else:  # a fault of the bookkeeping itself: the traceback belongs in the worker log
+        logger.exception("task handed back to the queue: unexpected error", extra=extra)
+    with contextlib.suppress(Exception):  # closing what failed may fail too
+        db.connections.close_all()
+    time.sleep(_infrastructure_backoff.pause())
+    raise Reject(exc.__class__.__name__, requeue=True) from exc
 
 
 def _redacted(queue: str, task_id: str) -> str:

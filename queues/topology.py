@@ -8,6 +8,11 @@ arguments (RabbitMQ refuses a redeclaration with different ones).
 from __future__ import annotations
 
 from kombu import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
+
+# The embedded broker (queues/sqlite_transport.py), so that ``sqlite://`` names it everywhere.
+TRANSPORT_ALIASES.setdefault("sqlite", "queues.sqlite_transport:Transport")
+SQLITE_BROKER_FILE = "broker.sqlite3"
 
 QUEUE_NAMES: tuple[str, ...] = ("email", "sms", "ai", "analytics", "execution")
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -75,6 +80,9 @@ def transport_options(broker_url: str, broker_dir: str | None = None, publish_ti
     - ``amqp://``: publisher confirms (a publish returns only once RabbitMQ has the message).
     - ``redis://``: bounded socket timeouts; an unacknowledged message is redelivered
       after ``visibility_timeout`` seconds (set ``CELERY_VISIBILITY_TIMEOUT_S``).
+    - ``sqlite://`` (the embedded default): the file ``broker.sqlite3`` under ``broker_dir``;
+      a message a worker took is leased for ``visibility_timeout`` seconds and
+      redelivered when its worker died (``queues.sqlite_transport``).
     - ``filesystem://``: the three folders under ``broker_dir``.
     """
     scheme = broker_url.split("://", 1)[0].lower()
@@ -86,6 +94,10 @@ def transport_options(broker_url: str, broker_dir: str | None = None, publish_ti
             "socket_timeout": publish_timeout_s,
             "max_retries": 0,
         }
+    if scheme == "sqlite":
+        if not broker_dir:
+            raise ValueError("the sqlite broker needs a directory (GATEWAY_BROKER_DIR)")
+        return {"database": f"{broker_dir}/{SQLITE_BROKER_FILE}"}
     if scheme == "filesystem":
         if not broker_dir:
             raise ValueError("the filesystem broker needs a directory (GATEWAY_BROKER_DIR)")

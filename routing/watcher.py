@@ -4,7 +4,9 @@ Each gateway worker runs one ``Watcher`` (a greenlet under gevent). It waits on 
 notification channel (Redis pub/sub, PostgreSQL ``LISTEN``, or nothing on SQLite) for at
 most ``GATEWAY_RELOAD_POLL_S``, then asks ``routing.reload.refresh()`` whether the
 version moved. The compile and swap live in ``routing.reload``; this module only decides
-when to look.
+when to look. A database that hangs stalls a check at most ``GATEWAY_DB_TIMEOUT_S`` (every
+wait on PostgreSQL is bounded, ``gateway_project.database``): the check fails, the
+connection is dropped and the next check reconnects.
 """
 
 from __future__ import annotations
@@ -71,16 +73,16 @@ class PostgresListener(Listener):
     def __init__(self) -> None:
         import psycopg
 
-        db = connections["default"].settings_dict
-        params = {
-            "dbname": db["NAME"],
-            "user": db.get("USER") or None,
-            "password": db.get("PASSWORD") or None,
-            "host": db.get("HOST") or None,
-            "port": db.get("PORT") or None,
-            "connect_timeout": 5,
-        }
-        self.conn = psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
+        db = connections["default"]
+        # The settings' connection parameters (timeouts, keepalives), outside the pool: a
+        # LISTEN must stay on one connection. Its waits are bounded like the pool's.
+        params = db.get_connection_params()
+        pool = db.settings_dict["OPTIONS"].get("pool")
+        connection_class = (
+            pool.get("connection_class", psycopg.Connection) if isinstance(pool, dict) else psycopg.Connection
+        )
+        params.pop("cursor_factory", None)
+        self.conn = connection_class.connect(autocommit=True, **params)
         self.conn.execute(f"LISTEN {CHANNEL}")
 
     def wait(self, timeout_s: float) -> None:
@@ -180,6 +182,11 @@ class Watcher:
         except Exception as exc:  # keep serving the last good snapshot
             logger.warning("config reload failed, serving the last good snapshot: %s", type(exc).__name__)
             self.stopped.wait(RETRY_AFTER_ERROR_S)
+        finally:
+            # Between checks the watcher holds no pooled connection: requests share the pool.
+            # A wait on a hung one ended within GATEWAY_DB_TIMEOUT_S and closed it.
+            with contextlib.suppress(Exception):
+                connections["default"].close()
 
 
 def _close_quietly(listener: Listener) -> None:
@@ -201,6 +208,12 @@ def start_watcher() -> Watcher:
             _watcher = Watcher(poll_s=gateway_config().reload_poll_s).start()
             reload.attach_watcher(_watcher)
         return _watcher
+
+
+def running() -> bool:
+    """Return True when this process runs a watcher (a gateway worker, not the admin panel)."""
+    current = _watcher
+    return current is not None and current.alive()
 
 
 def stop_watcher() -> None:

@@ -85,14 +85,14 @@ class Broker:
     @property
     def transport_options(self) -> dict:
         options = topology.transport_options(self.url, str(self.folder))
-        if self.kind == "redis":
+        if self.kind in ("redis", "sqlite"):
             options["visibility_timeout"] = 4
         return options
 
     def env(self) -> dict[str, str]:
         """Return the environment pointing a gateway or worker at this broker."""
         env = {"CELERY_BROKER_URL": self.url, "GATEWAY_BROKER_DIR": str(self.folder)}
-        if self.kind == "redis":
+        if self.kind in ("redis", "sqlite"):
             env["CELERY_VISIBILITY_TIMEOUT_S"] = "4"  # a killed worker's message comes back fast
         return env
 
@@ -136,6 +136,9 @@ class Broker:
 
 def _make_broker(kind: str, tmp_path: Path) -> Broker:
     folder = tmp_path / "broker"
+    if kind == "sqlite":
+        folder.mkdir(parents=True, exist_ok=True)
+        return Broker("sqlite", "sqlite://", folder)
     if kind == "filesystem":
         for name in ("queue", "processed", "control"):
             (folder / name).mkdir(parents=True, exist_ok=True)
@@ -151,9 +154,9 @@ def _make_broker(kind: str, tmp_path: Path) -> Broker:
     return Broker("redis", url, folder)
 
 
-@pytest.fixture(name="broker", params=["filesystem", "amqp", "redis"])
+@pytest.fixture(name="broker", params=["sqlite", "filesystem", "amqp", "redis"])
 def broker_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    """Each broker in turn: the serverless default, RabbitMQ and Redis (skipped when absent)."""
+    """Each broker in turn: the serverless default (SQLite), filesystem, RabbitMQ and Redis (skipped when absent)."""
     made = _make_broker(request.param, tmp_path)
     made.purge()
     yield made
@@ -162,8 +165,8 @@ def broker_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 @pytest.fixture(name="default_broker")
 def default_broker_fixture(tmp_path: Path) -> Iterator[Broker]:
-    """The production-like broker of this run: RabbitMQ when configured, else Redis, else filesystem."""
-    kind = "amqp" if amqp_url() else "redis" if redis_url() else "filesystem"
+    """The production-like broker of this run: RabbitMQ when configured, else Redis, else the embedded SQLite one."""
+    kind = "amqp" if amqp_url() else "redis" if redis_url() else "sqlite"
     made = _make_broker(kind, tmp_path)
     made.purge()
     yield made

@@ -129,7 +129,10 @@ def test_pool_process_killed_mid_task_loses_nothing(broker: Broker, worker) -> N
 
 
 def test_whole_worker_killed_mid_task_another_worker_completes_it(broker: Broker, worker) -> None:
-    """acks_late: a SIGKILLed worker never acknowledged, so the broker redelivers to another."""
+    """acks_late: a SIGKILLed worker never acknowledged, so the broker redelivers to another.
+
+    The embedded SQLite broker does so once the dead worker's lease expires (4 s here).
+    """
     if broker.kind == "filesystem":
         pytest.skip("filesystem broker: a message taken by a worker that is killed as a whole is lost (README)")
     handlers = {"GATEWAY_QUEUE_HANDLERS": f"execution={HANDLERS}.hang_on_first_attempt"}

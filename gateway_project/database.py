@@ -1,0 +1,84 @@
+"""Bounded PostgreSQL connections: a small pool per process, and no wait on the database without an end.
+
+A gateway worker serves thousands of client connections from a few greenlets' worth
+of database work, so it must never hold a connection per client (SPEC §6) nor wait
+forever on one that hangs (a failover behind a virtual IP leaves the old connection
+silent: no answer, no reset). Two parts:
+
+- ``pool_options``: psycopg's pool through Django's ``OPTIONS["pool"]``, at most
+  ``GATEWAY_DB_POOL_SIZE`` (2) connections per process, each request taking one only
+  while it runs queries; waiting more than ``GATEWAY_DB_POOL_TIMEOUT_S`` (3) for one is
+  an ``OperationalError`` the gateway answers with 503.
+- ``BoundedConnection``: every answer the client waits for (a query, a commit) is
+  awaited at most ``GATEWAY_DB_TIMEOUT_S`` (5); then the connection is closed (its
+  state is unknown) and ``OperationalError`` raised, so the caller drops it and the
+  next query reconnects. The server-side ``statement_timeout`` and the TCP
+  keepalives / ``tcp_user_timeout`` set by ``connection_options`` end the same hang
+  from the server's side and on a real network; only this client-side bound also
+  covers a peer whose TCP still acknowledges but never answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+
+class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]  # rows are tuples, as Django uses them
+    """A psycopg connection whose every wait for the server ends within ``answer_timeout_s``.
+
+    Waits that name their own timeout (``notifies(timeout=...)``) keep it. On expiry
+    the connection is closed, never reused, and ``OperationalError`` raised.
+    """
+
+    answer_timeout_s: float | None = 5.0
+
+    def wait(self, gen: Any, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        bound = self.answer_timeout_s if timeout is None else None
+        try:
+            return super().wait(gen, *args, timeout=timeout if bound is None else bound, **kwargs)
+        except pg_errors._WaitTimeout:
+            if bound is None:
+                raise
+            self.pgconn.finish()  # mid-protocol: the connection cannot serve another query
+            raise psycopg.OperationalError(f"no answer from the database within {bound:g}s") from None
+
+
+def bounded_connection_class(answer_timeout_s: float) -> type[BoundedConnection]:
+    """Return a BoundedConnection subclass waiting at most ``answer_timeout_s`` (0: no bound)."""
+    return type(
+        "BoundedConnection",
+        (BoundedConnection,),
+        {"answer_timeout_s": answer_timeout_s or None, "__module__": __name__},
+    )
+
+
+def connection_options(*, answer_timeout_s: float, connect_timeout_s: int = 5) -> dict[str, object]:
+    """Return libpq options: connect timeout, keepalives, tcp_user_timeout, statement_timeout."""
+    timeout_ms = int(answer_timeout_s * 1000)
+    options: dict[str, object] = {
+        "connect_timeout": connect_timeout_s,
+        # A dead peer on a real network is noticed within ~10 s even on an idle connection.
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+    }
+    if timeout_ms > 0:
+        # Unacknowledged data aborts the connection; the server abandons a query nobody awaits.
+        options["tcp_user_timeout"] = timeout_ms
+        options["options"] = f"-c statement_timeout={timeout_ms}"
+    return options
+
+
+def pool_options(*, size: int, timeout_s: float, answer_timeout_s: float) -> dict[str, object]:
+    """Return Django's ``OPTIONS["pool"]``: ``size`` connections at most, opened on demand."""
+    return {
+        "min_size": 1,
+        "max_size": size,
+        "timeout": timeout_s,  # waiting for a free connection, then PoolTimeout (an OperationalError)
+        "max_idle": 60.0,
+        "connection_class": bounded_connection_class(answer_timeout_s),
+    }
