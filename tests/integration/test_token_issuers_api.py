@@ -125,3 +125,47 @@ def test_import_refuses_an_invalid_issuer_and_a_duplicate_iss(admin: User) -> No
     assert any(loc.startswith("applications[0].token_issuers[0].algorithms") for loc in locations)
     assert "applications[1].token_issuers[1].issuer" in locations
     assert not TokenIssuer.objects.exists()
+
+
+@pytest.mark.urls("admin_panel.urls")
+def test_application_page_adds_an_issuer_inline_with_model_validation(admin: User) -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(admin)
+    form = {
+        "name": "web",
+        "description": "",
+        "is_active": "on",
+        "allowed_services": "",
+        "allowed_versions": "",
+        "allowed_origins": "",
+        **{f"{prefix}-{k}": v for prefix in ("whitelist", "api_keys") for k, v in _EMPTY_FORMSET.items()},
+        "token_issuers-TOTAL_FORMS": "1",
+        "token_issuers-INITIAL_FORMS": "0",
+        "token_issuers-MIN_NUM_FORMS": "0",
+        "token_issuers-MAX_NUM_FORMS": "1000",
+        "token_issuers-0-issuer": JWKS["issuer"],
+        "token_issuers-0-is_active": "on",
+        "token_issuers-0-jwks_url": JWKS["jwks_url"],
+        "token_issuers-0-secret_env": "",
+        "token_issuers-0-introspection_url": "",
+        "token_issuers-0-audiences": "orders",
+        "token_issuers-0-algorithms": "none",
+        "token_issuers-0-user_claim": "sub",
+        "token_issuers-0-scope_claim": "scope",
+        "token_issuers-0-leeway_s": "30",
+    }
+    refused = client.post(reverse("admin:access_application_add"), form)
+    assert refused.status_code == 200 and "never accepted" in refused.content.decode()
+    form["token_issuers-0-algorithms"] = "RS256\nES256"
+    saved = client.post(reverse("admin:access_application_add"), form)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    issuer = TokenIssuer.objects.get()
+    assert (issuer.application.name, issuer.algorithms, issuer.audiences) == ("web", ["RS256", "ES256"], ["orders"])
+    page = client.get(reverse("admin:access_application_change", args=[issuer.application_id]))
+    assert "Token issuers" in page.content.decode()
+
+
+_EMPTY_FORMSET = {"TOTAL_FORMS": "0", "INITIAL_FORMS": "0", "MIN_NUM_FORMS": "0", "MAX_NUM_FORMS": "1000"}
