@@ -1,8 +1,9 @@
 """A demo upstream: answers every request with JSON naming itself and what it received.
 
-Run as ``python -m demo.upstream --name pipeline --port 7202``. Standard library only,
-so the quick start needs nothing else; the gateway's routing can be seen at work by
-reading which service answered, the path it was given and the headers it got.
+Run as ``python -m demo.upstream --name pipeline --port 7202``. The gateway's routing
+can be seen at work by reading which service answered, the path it was given and the
+headers it got. The ``auth`` service also signs the demo user in (``demo.auth``):
+``POST /api/auth/login`` answers an RS256 access token, ``/.well-known/jwks.json`` its key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class DemoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
+        if self.service_name == "auth" and self._sign_in(path, body):
+            return
         payload = {
             "service": self.service_name,
             "method": self.command,
@@ -38,6 +41,28 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _sign_in(self, path: str, body: bytes) -> bool:
+        """Answer the demo Auth API's login and JWKS paths; False for any other request."""
+        from demo import auth
+
+        if self.command == "POST" and path == "/api/auth/login":
+            status, answer = auth.login(body)
+            self._send_json(status, json.dumps(answer).encode() + b"\n", "no-store")
+            return True
+        if self.command in ("GET", "HEAD") and path == "/.well-known/jwks.json":
+            self._send_json(200, auth.jwks_document(), "public, max-age=300")
+            return True
+        return False
+
+    def _send_json(self, status: int, data: bytes, cache_control: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", cache_control)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

@@ -9,11 +9,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import models, transaction
 
-from access.models import Application, EndpointWhitelist
+from access.models import Application, EndpointWhitelist, TokenIssuer
 from access.services import api_key_create
 from routing.models import ServiceConfig
 
 DEMO_APPLICATION = "demo"
+DEMO_ISSUER_URL = "http://127.0.0.1:7200"  # demo.auth.ISSUER
 DEMO_ADMIN = "admin"
 
 # (service_name, default_url, route_prefix, upstream_prefix); None: same as route_prefix.
@@ -88,6 +89,15 @@ class Command(BaseCommand):
                 rate_limit=rate_limit,
                 is_public=is_public,
             )
+        # The demo Auth upstream (demo/auth.py) signs users in; its tokens call as this application.
+        _create(
+            TokenIssuer,
+            application=app,
+            issuer=DEMO_ISSUER_URL,
+            jwks_url=f"{DEMO_ISSUER_URL}/.well-known/jwks.json",
+            audiences=["demo"],
+            algorithms=["RS256"],
+        )
         _, plaintext = api_key_create(application=app, name="demo key")
         return plaintext
 
@@ -117,6 +127,13 @@ class Command(BaseCommand):
             out(f"  {plaintext}")
             out("Try, once everything runs:")
             out(f'  curl -H "X-API-Key: {plaintext}" http://localhost:4200/api/v1/pipelines')
+            out("Or as the demo user, with a bearer token from the demo Auth API:")
+            out(
+                '  TOKEN=$(curl -s -H \'Content-Type: application/json\' -d \'{"username": "demo", '
+                '"password": "demo"}\' http://localhost:4200/api/v1/auth/login'
+                " | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+            )
+            out('  curl -H "Authorization: Bearer $TOKEN" http://localhost:4200/api/v1/pipelines')
         if password is not None:
             out("")
             out(bold("Admin panel: http://localhost:4201/admin/ (password shown once, copy it now):"))
