@@ -9,7 +9,7 @@ one assignment, so a request never sees a half-built config, and sends
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -88,6 +88,50 @@ class CompiledApplication:
     allowed_versions: frozenset[str]  # empty: all
     allowed_origins: frozenset[str]  # empty: no cross-origin use
     entries: tuple[CompiledEntry, ...]
+    index: EntryIndex | None = None  # the entries by leading path; None: try them all
+
+    def entries_for(self, path: str) -> Sequence[CompiledEntry]:
+        """Return the entries that may match ``path``, most specific first."""
+        return self.entries if self.index is None else self.index.candidates(path)
+
+
+INDEX_DEPTH = 3  # leading path segments an entry index buckets on (/api/v1/<service>)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryIndex:
+    """Whitelist entries bucketed by their leading literal segments (at most ``INDEX_DEPTH``).
+
+    An entry matches only paths that start with its pattern's leading literal segments,
+    so a lookup reads the buckets of the path's first segments (and the "" bucket of
+    patterns starting with a parameter) instead of every entry: with a thousand entries
+    an application's match costs a few entries, not a thousand regular expressions.
+    Each bucket holds (rank, entry) pairs in match order; ranks merge buckets back into it.
+    """
+
+    buckets: Mapping[str, tuple[tuple[int, CompiledEntry], ...]]
+
+    def candidates(self, path: str) -> Sequence[CompiledEntry]:
+        """Return the entries whose bucket ``path`` falls in, in match order."""
+        buckets = self.buckets
+        found = []
+        bucket = buckets.get("")
+        if bucket is not None:
+            found.append(bucket)
+        start = 0
+        for _ in range(INDEX_DEPTH):
+            cut = path.find("/", start + 1)
+            bucket = buckets.get(path if cut < 0 else path[:cut])
+            if bucket is not None:
+                found.append(bucket)
+            if cut < 0:
+                break
+            start = cut
+        if not found:
+            return ()
+        if len(found) == 1:
+            return [entry for _, entry in found[0]]
+        return [entry for _, entry in sorted(pair for bucket in found for pair in bucket)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +183,16 @@ class Snapshot:
     keys: Mapping[str, CompiledKey]  # by key_prefix
     public_entries: tuple[CompiledEntry, ...]  # every is_public entry of active applications
     counts: Mapping[str, int] = field(default_factory=dict)
+    public_index: EntryIndex | None = None  # public_entries by leading path; None: try them all
     # The token of the change that made ``version`` (routing.reload): the next version's
     # changes are applied to this snapshot only when the database still names this token.
     lineage: str = ""
     issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)  # JWT issuers by iss
     introspection_issuers: tuple[CompiledIssuer, ...] = ()  # for opaque tokens, by iss
+
+    def public_entries_for(self, path: str) -> Sequence[CompiledEntry]:
+        """Return the public entries that may match ``path``, most specific first."""
+        return self.public_entries if self.public_index is None else self.public_index.candidates(path)
 
 
 # --- The snapshot in force ---------------------------------------------------------------

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "gateway_project.edge.EdgeMiddleware",  # Host / TRACE / upgrade refusals in JSON, first (SPEC §4.2)
     "django.middleware.security.SecurityMiddleware",
     "gateway_project.unavailable.DatabaseUnavailableMiddleware",  # a database error: 503, never 500
     "whitenoise.middleware.WhiteNoiseMiddleware",

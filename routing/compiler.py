@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
@@ -27,6 +27,7 @@ from typing import TypeVar
 from gateway_core.patterns import PathPattern, compile_pattern
 from gateway_core.snapshot import (
     DEFAULT_VERSION,
+    INDEX_DEPTH,
     QUEUE_SCHEME,
     CompiledApplication,
     CompiledEntry,
@@ -34,6 +35,7 @@ from gateway_core.snapshot import (
     CompiledKey,
     CompiledRoute,
     CompiledVersion,
+    EntryIndex,
     Snapshot,
 )
 
@@ -108,7 +110,7 @@ def apply_changes(old: Snapshot, changes: Changes, version: int) -> Snapshot:
             by_id[route.service_id] = route
         routes, routes_by_prefix = _ordered(by_id.values())
 
-    applications, public_entries = old.applications, old.public_entries
+    applications, public_entries, public_index = old.applications, old.public_entries, old.public_index
     reread_apps = changes.applications
     if reread_apps or changes.entries:
         apps = dict(old.applications)
@@ -119,6 +121,7 @@ def apply_changes(old: Snapshot, changes: Changes, version: int) -> Snapshot:
         if changes.entries:
             _apply_entry_changes(apps, changes.entries, reread_apps)
         applications, public_entries = MappingProxyType(apps), _public_entries(apps)
+        public_index = None  # built from the new public entries
 
     keys = old.keys
     if reread_apps or changes.keys:
@@ -138,7 +141,7 @@ def apply_changes(old: Snapshot, changes: Changes, version: int) -> Snapshot:
             )
             fresh.update(_compile_keys(rows))
         keys = MappingProxyType(fresh)
-    new = _snapshot(version, routes, routes_by_prefix, applications, keys, public_entries)
+    new = _snapshot(version, routes, routes_by_prefix, applications, keys, public_entries, public_index)
     # Issuers follow their applications (active state, name for introspection credentials);
     # a change to an issuer row itself is recorded as "everything" and compiled whole.
     issuers = compile_issuers(applications) if reread_apps else [*old.issuers.values(), *old.introspection_issuers]
@@ -163,15 +166,17 @@ def _apply_entry_changes(
         if owner is None:  # its application's activation is a later version's change; it brings the entry
             continue
         changed.setdefault(entry.application_id, list(owner.entries)).append(entry)
-    for app_id, entries in changed.items():
+    for app_id, unordered in changed.items():
         app = apps[app_id]
+        entries = tuple(sorted(unordered, key=entry_specificity))
         apps[app_id] = CompiledApplication(
             id=app.id,
             name=app.name,
             allowed_services=app.allowed_services,
             allowed_versions=app.allowed_versions,
             allowed_origins=app.allowed_origins,
-            entries=tuple(sorted(entries, key=entry_specificity)),
+            entries=entries,
+            index=entry_index(entries),
         )
 
 
@@ -195,6 +200,7 @@ def _snapshot(
     applications: Mapping[str, CompiledApplication],
     keys: Mapping[str, CompiledKey],
     public_entries: tuple[CompiledEntry, ...],
+    public_index: EntryIndex | None = None,
 ) -> Snapshot:
     return Snapshot(
         version=version,
@@ -204,6 +210,7 @@ def _snapshot(
         applications=applications,
         keys=keys,
         public_entries=public_entries,
+        public_index=entry_index(public_entries) if public_index is None else public_index,
         counts=MappingProxyType(
             {
                 "services": len(routes),
@@ -279,13 +286,15 @@ def _compile_applications(apps) -> dict[str, CompiledApplication]:  # type: igno
         "id", "name", "allowed_services", "allowed_versions", "allowed_origins"
     ):
         aid = sys.intern(str(app_id))
+        entries = tuple(sorted(entries_by_app.get(aid, ()), key=entry_specificity))
         applications[aid] = CompiledApplication(
             id=aid,
             name=name,
             allowed_services=_names(services),
             allowed_versions=_names(versions),
             allowed_origins=frozenset(origins or ()),
-            entries=tuple(sorted(entries_by_app.get(aid, ()), key=entry_specificity)),
+            entries=entries,
+            index=entry_index(entries),
         )
     return applications
 
@@ -402,6 +411,24 @@ def compiled_version(name: str, url: str, weight: int) -> CompiledVersion:
     return CompiledVersion(
         version=sys.intern(name), url=url.rstrip("/") if queue is None else url, weight=weight, queue=queue
     )
+
+
+def entry_index(entries: Sequence[CompiledEntry]) -> EntryIndex:
+    """Bucket ``entries`` (in match order) by the leading literal segments of their patterns."""
+    buckets: dict[str, list[tuple[int, CompiledEntry]]] = {}
+    for rank, entry in enumerate(entries):
+        buckets.setdefault(_leading_literal_path(entry.pattern.source), []).append((rank, entry))
+    return EntryIndex(MappingProxyType({lead: tuple(pairs) for lead, pairs in buckets.items()}))
+
+
+def _leading_literal_path(source: str) -> str:
+    """Return the pattern's literal segments before any ``{name}`` or ``*``, at most INDEX_DEPTH ("" if none)."""
+    lead = []
+    for segment in source[1:].split("/")[:INDEX_DEPTH] if source != "/" else ():
+        if segment == "*" or segment.startswith("{"):
+            break
+        lead.append(segment)
+    return sys.intern("/" + "/".join(lead)) if lead else ""
 
 
 def route_order(route: CompiledRoute) -> tuple[int, str]:

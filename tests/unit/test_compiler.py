@@ -342,3 +342,49 @@ def test_a_worker_further_behind_than_the_kept_history_compiles_everything(
     assert reload.refresh() is True
     assert full.count == 1
     assert {"/api/v1/a1", "/api/v1/a2", "/api/v1/a3"} <= set(snapshot.current().routes_by_prefix)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_the_entry_index_finds_exactly_the_entries_a_full_scan_finds(seed: int) -> None:
+    """For random patterns and paths, the index's candidates hold every match, in the same order."""
+    from gateway_core.patterns import compile_pattern
+    from gateway_core.snapshot import CompiledEntry
+
+    rng = random.Random(seed)
+    words = ["api", "v1", "v2", "svc", "items", "x"]
+
+    def segment(allow_param: bool) -> str:
+        return "{id}" if allow_param and rng.random() < 0.25 else rng.choice(words)
+
+    sources = {"/", "/*"}
+    for _ in range(120):
+        segments = [segment(True) for _ in range(rng.randint(1, 5))]
+        sources.add("/" + "/".join(segments) + ("/*" if rng.random() < 0.4 else ""))
+    entries = sorted(
+        (
+            CompiledEntry(
+                id=f"e{n}",
+                application_id="a",
+                pattern=compile_pattern(source),
+                methods=frozenset(),
+                versions=frozenset(),
+                rate_limit=None,
+                is_public=False,
+            )
+            for n, source in enumerate(sorted(sources))
+        ),
+        key=compiler.entry_specificity,
+    )
+    index = compiler.entry_index(entries)
+    assert len(index.buckets) > 10  # the patterns really spread over buckets
+    paths = ["/", "/api", "/api/", "/api//v1"] + [
+        "/" + "/".join(rng.choice([*words, "42"]) for _ in range(rng.randint(1, 6))) for _ in range(400)
+    ]
+    matched = 0
+    for path in paths:
+        expected = [e.id for e in entries if e.pattern.matches(path)]
+        found = [e.id for e in index.candidates(path) if e.pattern.matches(path)]
+        assert found == expected, path
+        assert len(index.candidates(path)) < len(entries)
+        matched += bool(expected)
+    assert matched > 100
