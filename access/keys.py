@@ -65,6 +65,15 @@ def key_split(presented: str) -> tuple[str, str] | None:
     return prefix, secret
 
 
+def prefix_shaped(prefix: str) -> bool:
+    """Return True for a string shaped like a key prefix (``gk_`` + 12 hex digits): safe to log."""
+    return (
+        len(prefix) == len(PREFIX_MARK) + 12
+        and prefix.startswith(PREFIX_MARK)
+        and all(c in "0123456789abcdef" for c in prefix[len(PREFIX_MARK) :])
+    )
+
+
 def hash_verify(stored_hash: str, secret: str) -> bool:
     """Return True when ``secret`` matches an argon2id (or legacy bcrypt) hash. CPU-heavy."""
     global _verifications
@@ -200,8 +209,13 @@ class KeyVerifier:
     - ``memo_size`` [10000]: verified keys remembered; ``failure_size`` [10000]: wrong keys
       remembered (LRU), so repeating a wrong key costs no hashing.
     - ``failure_budget`` [10] per ``failure_window_s`` [60]: verifications a client (IP)
-      may fail; past it, keys not already remembered are refused unhashed until the
-      window ends, which caps a guessing client at ``failure_budget`` hashes a minute.
+      may fail *for one key prefix*; past it, that client's keys of that prefix not
+      already remembered are refused unhashed until the window ends. One guesser
+      behind a shared address (NAT, an untrusted load balancer) never locks out a
+      valid key of another prefix from the same address (SPEC §4.5).
+    - ``client_failure_budget`` [100] per window: failed verifications a client may
+      cause over all prefixes, which caps the argon2 CPU one address can make the
+      gateway spend (a guesser walking through many real prefixes).
     - ``now``: the wall clock for expiry; ``monotonic``: the clock for failure windows.
     """
 
@@ -213,6 +227,7 @@ class KeyVerifier:
         memo_size: int = 10_000,
         failure_size: int = 10_000,
         failure_budget: int = 10,
+        client_failure_budget: int = 100,
         failure_window_s: float = 60.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -230,6 +245,7 @@ class KeyVerifier:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # a verification finished
         self.failure_budget = failure_budget
+        self.client_failure_budget = client_failure_budget
         self.failure_window_s = failure_window_s
         self.now = now
         self.monotonic = monotonic
@@ -260,7 +276,7 @@ class KeyVerifier:
         if known_wrong:
             return _INVALID
         if valid is None:
-            retry_after_s = self._admit(client)
+            retry_after_s = self._admit(client, prefix)
             if retry_after_s is not None:
                 return KeyVerdict(KeyOutcome.INVALID, retry_after_s=retry_after_s)
             verified = False
@@ -271,9 +287,14 @@ class KeyVerifier:
             if not verified:
                 return _INVALID
             valid = KeyVerdict(KeyOutcome.VALID, key)
-        if key.expires_at is not None and key.expires_at <= self.now():
+            if not self._expired(key):
+                logger.info("API key %s verified", key.prefix)
+        if self._expired(key):
             return KeyVerdict(KeyOutcome.EXPIRED, key)
         return valid
+
+    def _expired(self, key: CompiledKey) -> bool:
+        return key.expires_at is not None and key.expires_at <= self.now()
 
     def _digest(self, presented: str) -> bytes:
         """Return HMAC-SHA256(derived key, ``presented``): the memo's name for a presented key."""
@@ -307,8 +328,6 @@ class KeyVerifier:
                     self._failed.put(digest, key)
                 del self._inflight[digest]
             flight.done.set()
-        if flight.ok:
-            logger.info("API key %s verified", key.prefix)
         return flight.ok
 
     def _forget_changed(self, keys: Mapping[str, CompiledKey]) -> None:
@@ -322,48 +341,61 @@ class KeyVerifier:
             self._failed.retain(unchanged)
             self._keys_seen = keys
 
-    def _admit(self, client: str) -> int | None:
-        """Reserve one verification for ``client``; return seconds to wait when over budget.
+    def _windows(self, client: str, prefix: str, now: float) -> tuple[tuple[_FailureWindow, int], ...]:
+        """Return the client's window for ``prefix`` and its window over all prefixes, with their budgets."""
+        windows = []
+        for name, budget in ((f"{client} {prefix}", self.failure_budget), (client, self.client_failure_budget)):
+            window = self._clients.get(name)
+            if window is None or now - window.started_at >= self.failure_window_s:
+                window = _FailureWindow(started_at=now, failures=0)
+                self._clients.put(name, window)
+            windows.append((window, budget))
+        return tuple(windows)
 
-        Verifications in flight count against the budget, so concurrent guesses cannot
-        slip past it before their failures are known: a check that would exceed it
+    def _admit(self, client: str, prefix: str) -> int | None:
+        """Reserve one verification for ``client`` and ``prefix``; return seconds to wait when over budget.
+
+        Verifications in flight count against the budgets, so concurrent guesses cannot
+        slip past them before their failures are known: a check that would exceed one
         waits for those in flight to settle (a burst of valid keys from one address
-        only queues), and is refused once the failures alone reach the budget.
+        only queues), and is refused once the failures alone reach a budget.
         """
         give_up_at = self.monotonic() + 30.0
         with self._settled:
             while True:
                 now = self.monotonic()
-                window = self._clients.get(client)
-                if window is None or now - window.started_at >= self.failure_window_s:
-                    window = _FailureWindow(started_at=now, failures=0)
-                    self._clients.put(client, window)
-                if window.failures >= self.failure_budget or now >= give_up_at:
-                    left_s = window.started_at + self.failure_window_s - now
-                    return max(1, int(left_s + 0.999))
-                if window.failures + window.pending < self.failure_budget:
-                    window.pending += 1
+                windows = self._windows(client, prefix, now)
+                spent = [window for window, budget in windows if window.failures >= budget]
+                if spent or now >= give_up_at:
+                    started_at = max(window.started_at for window in spent) if spent else now
+                    return max(1, int(started_at + self.failure_window_s - now + 0.999))
+                if all(window.failures + window.pending < budget for window, budget in windows):
+                    for window, _ in windows:
+                        window.pending += 1
                     return None
                 self._settled.wait(timeout=give_up_at - now)
 
     def _settle(self, client: str, prefix: str, *, failed: bool) -> None:
+        warn = False
         with self._settled:
             self._settled.notify_all()
-            window = self._clients.get(client)
-            if window is None:
-                return
-            window.pending = max(0, window.pending - 1)
-            if not failed:
-                return
-            window.failures += 1
-            warn = window.failures >= self.failure_budget and not window.warned
-            window.warned = window.warned or warn
+            for name, budget in ((f"{client} {prefix}", self.failure_budget), (client, self.client_failure_budget)):
+                window = self._clients.get(name)
+                if window is None:
+                    continue
+                window.pending = max(0, window.pending - 1)
+                if failed:
+                    window.failures += 1
+                    if window.failures >= budget and not window.warned:
+                        window.warned = warn = True
+        if not failed:
+            return
         logger.warning("API key verification failed for prefix %s from %s", prefix, client)
         if warn:
             logger.warning(
-                "Client %s failed %d key verifications; refusing its unverified keys for %.0fs",
+                "Client %s reached its key verification failure budget (prefix %s); refusing unverified keys for %.0fs",
                 client,
-                self.failure_budget,
+                prefix,
                 self.failure_window_s,
             )
 

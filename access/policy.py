@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from access import usage
-from access.keys import KeyOutcome, key_verifier
+from access.keys import KeyOutcome, key_split, key_verifier, prefix_shaped
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError
 from gateway_core.snapshot import CompiledApplication, CompiledEntry
@@ -29,6 +29,9 @@ def identify_caller(ctx: RequestContext) -> None:
     presented = ctx.request.META.get(API_KEY_META)
     if presented is None:
         return
+    parts = key_split(presented)
+    if parts is not None and prefix_shaped(parts[0]):
+        ctx.key_prefix = parts[0]  # names the key in the access log, valid or not; never the secret
     verdict = key_verifier().check(presented, ctx.snapshot.keys, ctx.client_ip)
     key = verdict.key
     if verdict.outcome is KeyOutcome.INVALID or key is None:
@@ -89,7 +92,7 @@ def version_allowed(ctx: RequestContext, version: str) -> bool:
     entry = ctx.entry
     if entry is not None and entry.versions and version not in entry.versions:
         return False
-    application = ctx.application or ctx.entry_owner
+    application = ctx.caller_application()
     return application is None or not application.allowed_versions or version in application.allowed_versions
 
 

@@ -42,7 +42,10 @@ class RequestContext:
     pinned_version: str | None = None  # from X-Service-Version
     version: CompiledVersion | None = None  # resolved target (default_url as version "default")
     api_key: CompiledKey | None = None  # a verified, valid key, when one was sent
-    application: CompiledApplication | None = None  # the caller's application (from the key)
+    application: CompiledApplication | None = None  # the caller's application (from the key or token)
+    key_prefix: str = ""  # the prefix of the X-API-Key sent, valid or not (never the secret), for the log
+    user: str | None = None  # the end user of a verified bearer token (SPEC §4.5a)
+    scopes: frozenset[str] = frozenset()  # the scopes that token holds
     entry: CompiledEntry | None = None  # the whitelist entry that allowed the request
     entry_owner: CompiledApplication | None = None  # the application owning ``entry``
     rate: RateDecision | None = None
@@ -50,3 +53,11 @@ class RequestContext:
     upstream: str = ""  # base URL or queue://name actually used, for the access log
     fallback_used: bool = False
     response: HttpResponse | None = None  # set by a step that answers itself (a CORS preflight)
+
+    def caller_application(self) -> CompiledApplication | None:
+        """The application whose version rules apply (SPEC §4.4).
+
+        The caller's own (its key's or token's); for an anonymous call on a public
+        entry, the entry's owner. The weighted choice and the version check both use it.
+        """
+        return self.application or self.entry_owner

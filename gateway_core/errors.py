@@ -11,7 +11,9 @@ from django.http import HttpResponse
 class ErrorCode(enum.StrEnum):
     """Every error code the gateway itself produces (SPEC §4, §5)."""
 
+    BAD_HOST = "bad_host"
     BAD_PATH = "bad_path"
+    BAD_REQUEST = "bad_request"
     ROUTE_NOT_FOUND = "route_not_found"
     VERSION_NOT_FOUND = "version_not_found"
     INVALID_API_KEY = "invalid_api_key"
@@ -31,6 +33,7 @@ class ErrorCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CORS_ORIGIN_NOT_ALLOWED = "cors_origin_not_allowed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    UPGRADE_NOT_SUPPORTED = "upgrade_not_supported"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_JSON = "invalid_json"
     QUEUE_UNAVAILABLE = "queue_unavailable"

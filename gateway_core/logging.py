@@ -34,6 +34,9 @@ ACCESS_FIELDS: tuple[str, ...] = (
     "application_id",
     "upstream",
     "bytes_sent",
+    # Beyond SPEC §8's list: who called when it was not an application key alone.
+    "key_prefix",  # the X-API-Key's public prefix, also on a 401 (never the secret)
+    "user_id",  # a bearer token's user (never the token)
 )
 
 access_logger = logging.getLogger("gateway.access")
@@ -148,6 +151,8 @@ def access_record(ctx: RequestContext, status: int, bytes_sent: int | None) -> d
         "application_id": ctx.application.id if ctx.application is not None else None,
         "upstream": without_credentials(ctx.upstream) or None,
         "bytes_sent": bytes_sent,
+        "key_prefix": ctx.key_prefix or None,  # the key's public prefix, never its secret
+        "user_id": ctx.user,  # a bearer token's user, never the token
     }
 
 

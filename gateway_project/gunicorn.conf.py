@@ -30,12 +30,24 @@ accesslog = None
 # and the admin panel) on one host would take it from each other. Set a path to enable it.
 control_socket = os.environ.get("GATEWAY_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
+# gunicorn believes X-Forwarded-Proto (and its other forwarding headers) only from these
+# peers: the same networks the gateway trusts (GATEWAY_TRUSTED_PROXIES, default none), so a
+# client on loopback is no more trusted than any other (gunicorn's own default is loopback).
+forwarded_allow_ips = ",".join(
+    part.strip() for part in os.environ.get("GATEWAY_TRUSTED_PROXIES", "").split(",") if part.strip()
+)
 
 
 def on_starting(server: object) -> None:
     from gateway_core import metrics
 
     metrics.on_starting()
+
+
+def pre_request(worker: object, req: object) -> None:
+    from gateway_core import server
+
+    server.adopt(req)  # the gateway answers Expect: 100-continue itself, after its checks
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -17,15 +17,16 @@ from access.cors import answer_preflight, apply_cors
 from access.policy import authorize_endpoint, authorize_version, identify_caller
 from access.ratelimit import enforce_rate_limit
 from gateway_core import logging as access_log
-from gateway_core import metrics, snapshot
+from gateway_core import metrics, server, snapshot
 from gateway_core.client_ip import client_ip_for
 from gateway_core.conf import gateway_config
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError, error_response
 from gateway_core.request_id import assign_request_id, request_id_for
 from routing import proxy, reload
+from routing.bodies import reject_large_body
+from routing.edge import check_edge
 from routing.matcher import reject_unsafe_path, resolve_route
-from routing.proxy import reject_large_body
 from routing.versions import check_pinned_version, choose_version, served_version_name
 
 logger = logging.getLogger("gateway.pipeline")
@@ -34,6 +35,7 @@ Step = Callable[[RequestContext], None]
 
 STEPS: tuple[Step, ...] = (
     assign_request_id,  # §4.1  X-Request-ID kept or generated
+    check_edge,  # §4.2  400 bad_host / 405 TRACE, CONNECT / 501 WebSocket upgrade
     reject_unsafe_path,  # §4.2  400 bad_path
     reject_large_body,  # §4.9  413 payload_too_large (proxy.py also caps streamed bodies)
     answer_preflight,  # §4.10 204 preflight answered here / 403 cors_origin_not_allowed
@@ -110,6 +112,7 @@ def finalize(ctx: RequestContext, response: HttpResponse) -> HttpResponse:
         for name, value in ctx.response_headers.items():
             response.headers.setdefault(name, value)
         apply_cors(ctx, response)
+        server.response_ready(ctx.request.META, response.status_code)  # close when the body was left unread
     except Exception as exc:
         logger.error("cannot finalize the response: %s", type(exc).__name__, extra=_log_extra(ctx))
     for observer in (metrics.observe_request, access_log.log_access):

@@ -34,15 +34,15 @@ def check_pinned_version(ctx: RequestContext) -> None:
 def choose_version(ctx: RequestContext) -> None:
     """Set ``ctx.version`` for an unpinned request, among the versions the caller may use.
 
-    The caller's limits are the matched entry's versions and its application's
-    ``allowed_versions`` (the owner of the entry that granted access, else the key's
-    application), the same rules ``authorize_version`` applies afterwards.
+    The caller's limits are the matched entry's versions and the caller's application's
+    ``allowed_versions`` (``RequestContext.caller_application``), the same rules
+    ``authorize_version`` applies afterwards.
     """
     if ctx.version is not None:
         return
     route = ctx.route
     assert route is not None  # noqa: S101 - resolve_route runs first
-    application = ctx.entry_owner or ctx.application
+    application = ctx.caller_application()
     app_versions = application.allowed_versions if application is not None else frozenset()
     entry_versions = ctx.entry.versions if ctx.entry is not None else frozenset()
     ctx.version = pick_version(route, (app_versions, entry_versions), rng)
@@ -51,7 +51,10 @@ def choose_version(ctx: RequestContext) -> None:
 def pick_version(route: CompiledRoute, limits: Sequence[Set[str]], chooser: random.Random) -> CompiledVersion:
     """Pick by weight among active versions with weight > 0 allowed by every non-empty limit.
 
-    None allowed: the ``current_version`` when active, else ``default_url``.
+    None of those: the ``current_version`` when active and allowed, else ``default_url``
+    when allowed, else any other active allowed version (by name), so a caller is never
+    refused while a version it may use is active. Nothing allowed at all: the
+    ``current_version`` or ``default_url`` (``authorize_version`` then refuses it).
     """
     restrictions = [limit for limit in limits if limit]
     if restrictions:
@@ -68,11 +71,17 @@ def pick_version(route: CompiledRoute, limits: Sequence[Set[str]], chooser: rand
             return candidates[0]
         point = chooser.random() * cumulative[-1]
         return candidates[min(bisect_right(cumulative, point), len(candidates) - 1)]
-    if route.current_version:
-        current = route.versions.get(route.current_version)
-        if current is not None:
-            return current
-    return route.default
+    current = route.versions.get(route.current_version) if route.current_version else None
+    if not restrictions:
+        return current or route.default
+
+    def allowed(version: CompiledVersion) -> bool:
+        return all((version.version or DEFAULT_VERSION) in r for r in restrictions)
+
+    for version in (current, route.default, *(route.versions[name] for name in sorted(route.versions))):
+        if version is not None and allowed(version):
+            return version
+    return current or route.default
 
 
 def served_version_name(version: CompiledVersion) -> str:

@@ -9,15 +9,15 @@ import pytest
 
 from gateway_core.conf import GatewayConfig
 from gateway_core.errors import GatewayError
-from routing.proxy import (
+from routing.bodies import BodyStream
+from routing.headers import (
     GATEWAY_HEADER_PREFIXES,
     REQUEST_DROP,
-    BodyStream,
-    RawSetCookie,
     client_headers,
     filter_hop_by_hop,
     upstream_request_headers,
 )
+from routing.responses import RawSetCookie
 
 
 def test_hop_by_hop_headers_and_those_named_by_connection_are_removed() -> None:
@@ -55,7 +55,9 @@ def context(meta: dict[str, object], *, key: bool = False, service_key: str | No
         request=SimpleNamespace(META=meta),
         request_id="rid-1",
         api_key=SimpleNamespace(application_id="app-1") if key else None,
-        application=SimpleNamespace(name="shop") if key else None,
+        application=SimpleNamespace(id="app-1", name="shop") if key else None,
+        user=None,
+        scopes=frozenset(),
         route=SimpleNamespace(service_key=service_key),
     )
 
@@ -75,7 +77,8 @@ def test_upstream_headers_add_forwarding_ids_and_consumer() -> None:
     meta = {**BASE_META, "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_X_FORWARDED_PROTO": "https"}
     headers = upstream_request_headers(context(meta, key=True, service_key="sk"), "up:8080", GatewayConfig())  # type: ignore[arg-type]
     assert headers["Host"] == "up:8080"
-    assert headers["X-Forwarded-For"] == "1.2.3.4, 10.0.0.5"
+    # From an untrusted peer a client's X-Forwarded-For is dropped first: only the peer remains.
+    assert headers["X-Forwarded-For"] == "10.0.0.5"
     assert headers["X-Forwarded-Proto"] == "http"  # the peer is not a trusted proxy
     assert headers["X-Forwarded-Host"] == "gw.example:4200"
     assert headers["X-Request-ID"] == "rid-1"

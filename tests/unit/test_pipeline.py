@@ -27,6 +27,7 @@ from routing.compiler import compiled_version
 def test_steps_are_listed_in_spec_order() -> None:
     assert [step.__name__ for step in pipeline.STEPS] == [
         "assign_request_id",
+        "check_edge",
         "reject_unsafe_path",
         "reject_large_body",
         "answer_preflight",
