@@ -159,6 +159,9 @@ def gateway_env(database_url: str, workers: int) -> dict[str, str]:
         GATEWAY_IGNORE_DOTENV="1",
         GATEWAY_CACHE_PREFIX=f"rehearsal{os.getpid()}",
         GATEWAY_TRUSTED_PROXIES="127.0.0.1/32",
+        # As in deploy/kubernetes: longer than nginx's upstream keep-alive (60 s), so nginx
+        # never sends a request on a connection the gateway is closing.
+        GATEWAY_KEEPALIVE_S="75",
         GATEWAY_ACCESS_LOG="false",  # the figures come from the client and nginx; spare the CPU
         GATEWAY_LOG_LEVEL="WARNING",
         WEB_CONCURRENCY=str(workers),
@@ -275,7 +278,7 @@ def configure(admin: Proc, upstream_url: str, limit: int) -> Config:
 
 @dataclass
 class Outcome:
-    at: float  # seconds since the load started
+    at: float  # seconds since the load started, when the answer (or the error) came
     method: str
     ok: bool
     status: str
@@ -331,14 +334,13 @@ class Load:
         for sent in self._paced(interval_s, offset_s=index * interval_s / self.threads):
             # Two GETs for one POST: both kinds are in flight when a node goes away.
             method = "POST" if (sent + index) % 3 == 0 else "GET"
-            at = self.now()
             try:
                 response = session.request(
                     method, f"{self.url}/api/v1/echo/item/{index}-{sent}", data=b"x" * 64, timeout=10
                 )
-                outcome = Outcome(at, method, 200 <= response.status_code < 300, str(response.status_code))
+                outcome = Outcome(self.now(), method, 200 <= response.status_code < 300, str(response.status_code))
             except requests.RequestException as exc:
-                outcome = Outcome(at, method, False, type(exc).__name__)
+                outcome = Outcome(self.now(), method, False, type(exc).__name__)
             with self._lock:
                 self.outcomes.append(outcome)
 
