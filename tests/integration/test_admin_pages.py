@@ -91,12 +91,24 @@ def test_api_key_add_form_shows_the_key_once_and_stores_a_verifiable_argon2id_ha
     response = admin_client.post(
         add_url, {"application": app.pk, "name": "mobile", "expires_at_0": "", "expires_at_1": ""}
     )
-    assert response.status_code == 200
-    assert "no-store" in response["Cache-Control"]
-    page = response.content.decode()
+    # POST/redirect/GET: the plaintext is on the page the redirect leads to, not in the POST's answer.
+    assert response.status_code == 303
+    assert not KEY_RE.findall(response.content.decode())
+    assert not KEY_RE.search(str(dict(admin_client.session)))  # only a share, never the key
+    shown_page = admin_client.get(response["Location"])
+    assert shown_page.status_code == 200
+    assert "no-store" in shown_page["Cache-Control"]
+    page = shown_page.content.decode()
     shown = set(KEY_RE.findall(page))
     assert len(shown) == 1
     plaintext = shown.pop()
+
+    # A reload shows it no more, and creates no second key.
+    reload = admin_client.get(response["Location"])
+    assert reload.status_code == 410
+    assert not KEY_RE.findall(reload.content.decode())
+    assert "was shown once" in reload.content.decode()
+    assert ApiKey.objects.filter(application=app, name="mobile").count() == 1
 
     key = ApiKey.objects.get(name="mobile")
     prefix, secret = key_split(plaintext)
@@ -141,16 +153,26 @@ def test_api_key_change_form_cannot_edit_prefix_or_hash(admin_client: Client, co
     assert (key.key_prefix, key.api_key_hash) == before
 
 
-def test_revoke_action_deactivates_keys_and_records_history(admin_client: Client, config: dict[str, Any]) -> None:
+def test_revoke_action_asks_first_then_revokes_and_records_who_and_when(
+    admin_client: Client, config: dict[str, Any]
+) -> None:
     key: ApiKey = config["key"]
-    response = admin_client.post(
-        reverse("admin:access_apikey_changelist"), {"action": "revoke_keys", "_selected_action": [str(key.pk)]}
-    )
+    changelist = reverse("admin:access_apikey_changelist")
+    selection = {"action": "revoke_keys", "_selected_action": [str(key.pk)]}
+    asked = admin_client.post(changelist, selection)
+    assert asked.status_code == 200
+    assert "can never be made active" in asked.content.decode()
+    key.refresh_from_db()
+    assert key.is_active is True  # nothing happens before the confirmation
+
+    response = admin_client.post(changelist, {**selection, "confirm": "yes"})
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.is_active is False
     entry = LogEntry.objects.get(object_id=str(key.pk), action_flag=CHANGE)
-    assert entry.change_message == "Revoked."
+    assert "Is active" in entry.change_message
+    page = admin_client.get(reverse("admin:access_apikey_change", args=[key.pk])).content.decode()
+    assert "revoked at " in page and " by admin" in page
 
 
 @pytest.mark.parametrize(
@@ -345,9 +367,24 @@ def test_a_revoked_key_cannot_be_reactivated_in_the_admin(admin_client: Client, 
     key: ApiKey = config["key"]
     url = reverse("admin:access_apikey_change", args=[key.pk])
     form = {"name": "ci", "expires_at_0": "", "expires_at_1": ""}
-    assert admin_client.post(url, form).status_code == 302  # is_active unticked: revoked
+    assert admin_client.post(url, form).status_code == 302  # no is_active box: a save never revokes
+    key.refresh_from_db()
+    assert key.is_active is True
+
+    revoke = reverse("admin:access_apikey_revoke", args=[key.pk])
+    assert "can never be made active" in admin_client.get(revoke).content.decode()
+    key.refresh_from_db()
+    assert key.is_active is True
+    assert admin_client.post(revoke).status_code == 302
     key.refresh_from_db()
     assert key.is_active is False
-    assert admin_client.post(url, {**form, "is_active": "on"}).status_code == 302
+
+    later = timezone.now() + timedelta(days=30)
+    forged = {**form, "is_active": "on", "expires_at_0": later.date().isoformat(), "expires_at_1": "10:00:00"}
+    assert admin_client.post(url, forged).status_code == 302
     key.refresh_from_db()
     assert key.is_active is False
+    assert key.expires_at is None  # the expiry is read-only once revoked
+    page = admin_client.get(url).content.decode()
+    assert 'name="expires_at_0"' not in page
+    assert "revoked at " in page

@@ -14,6 +14,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import Client
 
 from admin_panel import dashboard
@@ -40,6 +41,7 @@ def traffic_dir(tmp_path: Path, settings) -> Iterator[Path]:
 @pytest.fixture
 def staff_client(client):
     user = get_user_model().objects.create_user("ops", password="x-long-password-1", is_staff=True)
+    user.groups.set(Group.objects.filter(name="gateway-viewer"))
     client.force_login(user)
     return client
 
@@ -143,6 +145,7 @@ def test_live_dashboard_shows_traffic_of_every_gateway_worker(
     make_service("orders", echo_upstream.url)
     make_public_app("/api/v1/orders/*")
     user = get_user_model().objects.create_user("ops-live", password="x-long-password-1", is_staff=True)
+    user.groups.set(Group.objects.filter(name="gateway-viewer"))
     browser = Client()
     browser.force_login(user)
     session = {"sessionid": browser.cookies["sessionid"].value}
