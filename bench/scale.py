@@ -64,12 +64,16 @@ from bench.run import (  # noqa: E402 - after the path setup
 APPLICATIONS = 50
 ENTRY_SHARE = 10  # each service is whitelisted for every 10th application (10 %)
 KEYS_PER_SERVICE = 10
-BENCH_PATH = "/api/v1/svc-00000/items?page=1"
 WORKERS = 2
 NODES = 2
 
 
 # --- Seeding and changing (run in a child process, one database each) --------------------------
+
+
+def bench_service(services: int) -> int:
+    """The keyed route's service: one in the middle, so its entry is not the first its application tries."""
+    return services // 2
 
 
 def seed(services: int, upstream_url: str) -> dict[str, object]:
@@ -84,6 +88,7 @@ def seed(services: int, upstream_url: str) -> dict[str, object]:
     from routing.models import ServiceConfig, ServiceVersion
 
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # bench keys only, see the docstring
+    keyed = bench_service(services)
     started = time.perf_counter()
     with transaction.atomic():
         apps = Application.objects.bulk_create(Application(name=f"app-{n:02d}") for n in range(APPLICATIONS))
@@ -104,7 +109,7 @@ def seed(services: int, upstream_url: str) -> dict[str, object]:
                 EndpointWhitelist(
                     application=apps[(n + k * ENTRY_SHARE) % APPLICATIONS],
                     endpoint_path=f"/api/v1/svc-{n:05d}/*",
-                    rate_limit=1_000_000_000 if n == 0 and k == 0 else None,  # the keyed route counts in Redis
+                    rate_limit=1_000_000_000 if n == keyed and k == 0 else None,  # the keyed route counts in Redis
                 )
                 for n in range(services)
                 for k in range(APPLICATIONS // ENTRY_SHARE)
@@ -113,7 +118,10 @@ def seed(services: int, upstream_url: str) -> dict[str, object]:
         )
         secret = secrets.token_urlsafe(32)
         bench_key = ApiKey(
-            application=apps[0], name="bench", key_prefix="gk_000000000000", api_key_hash=cheap.hash(secret)
+            application=apps[keyed % APPLICATIONS],
+            name="bench",
+            key_prefix="gk_000000000000",
+            api_key_hash=cheap.hash(secret),
         )
         ApiKey.objects.bulk_create(
             [bench_key]
@@ -182,7 +190,8 @@ def change_loop(count: int, interval_s: float) -> None:
                 row = ServiceVersion.objects.get(service__service_name=f"svc-{target:05d}", version="v2")
                 row.weight = 51 if row.weight == 50 else 50
             elif kind == 1:
-                row = EndpointWhitelist.objects.filter(endpoint_path=f"/api/v1/svc-{target:05d}/*").last()
+                entries = EndpointWhitelist.objects.filter(endpoint_path=f"/api/v1/svc-{target:05d}/*")
+                row = entries.exclude(rate_limit=1_000_000_000).order_by("id").last()
                 row.rate_limit = 600 if row.rate_limit is None else None
             else:
                 row = ApiKey.objects.get(key_prefix=f"gk_{target * KEYS_PER_SERVICE:012x}")
@@ -224,7 +233,8 @@ class Stack:
         return str(self.seeded["key"])
 
     def urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{port}{BENCH_PATH}" for port in self.ports]
+        path = f"/api/v1/svc-{bench_service(self.services):05d}/items?page=1"
+        return [f"http://127.0.0.1:{port}{path}" for port in self.ports]
 
     def worker_pids(self) -> list[int]:
         pids = []
