@@ -58,11 +58,11 @@ def authorize_endpoint(ctx: RequestContext) -> None:
     method = ctx.request.method or "GET"
     application = ctx.application
     if application is not None and _service_allowed(ctx, application):
-        entry = _first_match(ctx, application.entries, method)
+        entry = _first_match(ctx, application.entries_for(ctx.path), method)
         if entry is not None:
             ctx.entry, ctx.entry_owner = entry, application
             return
-    public = _first_match(ctx, ctx.snapshot.public_entries, method)
+    public = _first_match(ctx, ctx.snapshot.public_entries_for(ctx.path), method)
     if public is not None:
         ctx.entry = public
         ctx.entry_owner = ctx.snapshot.applications.get(public.application_id)
