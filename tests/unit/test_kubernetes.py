@@ -123,6 +123,11 @@ def probe_path(container: Mapping[str, Any], probe: str) -> tuple[str, str | int
     return get["path"], get["port"]
 
 
+def probe_host(container: Mapping[str, Any], probe: str) -> str | None:
+    headers = {header["name"].lower(): header["value"] for header in container[probe]["httpGet"].get("httpHeaders", [])}
+    return headers.get("host")
+
+
 def validate(doc: dict[str, Any], version: str) -> None:
     """Validate one rendered object; raise jsonschema.ValidationError when it is invalid."""
     if doc["apiVersion"].startswith("keda.sh/"):
@@ -211,6 +216,9 @@ def test_readiness_is_readyz_and_liveness_is_healthz(rendered: list[dict[str, An
         assert probe_path(container, "startupProbe") == ("/healthz", "http")
         # /readyz cuts its checks off at 2 s (gateway_project/ops.py): the probe waits longer.
         assert container["readinessProbe"]["timeoutSeconds"] > 2
+        # The kubelet's own Host (the pod address) is not an allowed host: the probes name one that is.
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert probe_host(container, probe) in config_data(rendered)["ALLOWED_HOSTS"].split(","), (name, probe)
 
 
 # --- SPEC §9: environment and X_FILE secrets --------------------------------------------------
