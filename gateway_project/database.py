@@ -80,5 +80,9 @@ def pool_options(*, size: int, timeout_s: float, answer_timeout_s: float) -> dic
         "max_size": size,
         "timeout": timeout_s,  # waiting for a free connection, then PoolTimeout (an OperationalError)
         "max_idle": 60.0,
+        # A connection that cannot be made is retried with a growing delay; give up after 2 s
+        # so that the next request starts afresh at once, rather than behind an 8 s backoff
+        # when the database comes back.
+        "reconnect_timeout": 2.0,
         "connection_class": bounded_connection_class(answer_timeout_s),
     }

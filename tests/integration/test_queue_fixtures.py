@@ -306,3 +306,11 @@ def wait_for_file(path: Path, timeout_s: float = 30.0) -> str:
             return path.read_text()
         time.sleep(0.05)
     raise AssertionError(f"{path} did not appear in {timeout_s}s")
+
+
+def slow_analytics(task: TaskInput) -> object:
+    """The default analytics handler after a short pause, so a fault lands while tasks run."""
+    from queues.handlers import analytics
+
+    time.sleep(0.2)
+    return analytics.handle(task)
