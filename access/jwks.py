@@ -196,12 +196,16 @@ class JwksCache:
         """
         now = self.clock()
         keyset = self._sets.get(issuer.id)
-        if keyset is None or keyset.url != issuer.jwks_url:
+        fresh = keyset is None or keyset.url != issuer.jwks_url
+        if fresh:
             keyset = self._fetch_shared(issuer)
         else:
             self._refresh_if_stale(issuer, keyset)
         found = keyset.find(kid, alg)
         if found or kid is None:
+            return found
+        if fresh:  # just fetched for this token: its kid counts as refetched
+            keyset.forced_at = now
             return found
         if now - keyset.forced_at < UNKNOWN_KID_REFETCH_S:
             if keyset.forced_failed:

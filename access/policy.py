@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from access import usage
 from access.keys import KeyOutcome, key_split, key_verifier, prefix_shaped
+from access.tokens import identify_bearer
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError
 from gateway_core.snapshot import CompiledApplication, CompiledEntry
@@ -20,14 +21,19 @@ API_KEY_META = "HTTP_X_API_KEY"
 
 
 def identify_caller(ctx: RequestContext) -> None:
-    """Verify ``X-API-Key`` when sent; set ``ctx.api_key`` and ``ctx.application``.
+    """Verify ``X-API-Key``, else a bearer token; set ``ctx.application`` (and the key or user).
 
-    No key: nothing to do (``authorize_endpoint`` decides whether one was needed).
-    Raises 401 ``invalid_api_key`` for a malformed, unknown, wrong or revoked key or
-    one whose application is inactive, 401 ``expired_api_key`` for an expired one.
+    A key, when sent, alone identifies the caller: ``Authorization`` is then not
+    examined (it passes upstream whatever it holds). Without a key, ``Authorization:
+    Bearer`` is verified by ``access.tokens`` (401 ``invalid_token`` / ``expired_token``,
+    503 ``issuer_unavailable``). Neither: nothing to do (``authorize_endpoint`` decides
+    whether a credential was needed). Raises 401 ``invalid_api_key`` for a malformed,
+    unknown, wrong or revoked key or one whose application is inactive, 401
+    ``expired_api_key`` for an expired one.
     """
     presented = ctx.request.META.get(API_KEY_META)
     if presented is None:
+        identify_bearer(ctx)
         return
     parts = key_split(presented)
     if parts is not None and prefix_shaped(parts[0]):

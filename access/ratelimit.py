@@ -8,25 +8,36 @@ one interface, as Kong's local / redis policies do:
 - ``RedisCounter``: with ``REDIS_URL`` set, the Redis behind the Django cache; one
   atomic ``INCR`` round trip counts exactly across every worker and node (``EXPIRE``
   follows a window's first hit).
-- ``LocalCounter``: in-process, per worker: without ``REDIS_URL`` (the default cache
-  is then the in-process one), and as the fallback while Redis is unreachable.
+- ``NodeCounter``: without ``REDIS_URL``, a SQLite file shared by every worker of the
+  machine (``GATEWAY_RATELIMIT_DB``), so a limit of N lets N requests through per
+  window across the node's workers, not N per worker (SPEC §4.6).
+- ``LocalCounter``: in-process, per worker: the fallback while the shared counter
+  is unreachable.
 - ``CacheCounter``: any other Django cache (``add`` + ``incr``).
 
-Redis down: with ``GATEWAY_RATELIMIT_FAIL_OPEN`` (default true) requests are counted
-by ``LocalCounter`` per process (a warning is logged every 30 s at most, Redis is
-retried after 5 s); with it false they are refused with 429 ``rate_limited``.
+Shared counter down: with ``GATEWAY_RATELIMIT_FAIL_OPEN`` (default true) requests are
+counted by ``LocalCounter`` per process (a warning is logged every 30 s at most, the
+shared counter is retried after 5 s); with it false they are refused with 429
+``rate_limited``. A Redis that hangs costs one request per worker its socket timeout
+(``GATEWAY_REDIS_TIMEOUT_MS``, 250): a request arriving while another one's count has
+been unanswered for ``suspect_after_s`` (50 ms) does not wait behind it but counts
+in process, and after a failure a single request per worker probes Redis again
+while the others keep counting in process.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
+import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from django.core.cache import BaseCache, caches
@@ -178,17 +189,70 @@ class LocalCounter:
             return count + 1
 
 
-def shared_counter(cache: BaseCache) -> Counter:
+class NodeCounter:
+    """Count in a SQLite file shared by every process of this machine.
+
+    One ``INSERT .. ON CONFLICT DO UPDATE .. RETURNING`` per hit, its own transaction,
+    so counts are exact across the node's workers. The journal is WAL without fsync
+    (``synchronous=OFF``): counters are not worth a disk flush, and a machine that
+    crashed starts its windows afresh. Expired counters are deleted at most once a
+    minute per process. Options (defaults in brackets): ``busy_timeout_s`` [1] waiting
+    for another process's write; ``clock`` [time.time].
+    """
+
+    _UPSERT = (
+        "INSERT INTO ratelimit_counter (name, count, expires_at) VALUES (?, 1, ?) "
+        "ON CONFLICT (name) DO UPDATE SET "
+        "count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END, "
+        "expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END "
+        "RETURNING count"
+    )
+
+    def __init__(self, path: str, *, busy_timeout_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+        self._purged_at = 0.0
+
+    def incr(self, cache_key: str, ttl_s: int) -> int:
+        now = self.clock()
+        with self._lock:
+            db = self._connection()
+            (count,) = db.execute(self._UPSERT, (cache_key, now + ttl_s, now, now)).fetchone()
+            if now - self._purged_at >= 60:
+                self._purged_at = now
+                db.execute("DELETE FROM ratelimit_counter WHERE expires_at <= ?", (now,))
+        return int(count)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():  # a forked child opens its own
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS ratelimit_counter "
+                "(name TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
+            )
+            self._db, self._pid = db, os.getpid()
+        return self._db
+
+
+def shared_counter(cache: BaseCache, node_db: str = "") -> Counter:
     """Return the counting strategy for ``cache``.
 
-    ``RedisCounter`` on Django's ``RedisCache``; ``LocalCounter`` on ``LocMemCache``,
-    which is per process too but would pickle every count and take its lock twice per
-    hit; ``CacheCounter`` on any other cache.
+    ``RedisCounter`` on Django's ``RedisCache``; on ``LocMemCache`` (no Redis) a
+    ``NodeCounter`` on ``node_db``, or without one a ``LocalCounter`` (per process,
+    but without LocMemCache's pickling and double locking); ``CacheCounter`` on any
+    other cache.
     """
     if isinstance(cache, RedisCache):
         return RedisCounter(cache)
     if isinstance(cache, LocMemCache):
-        return LocalCounter()
+        return NodeCounter(node_db) if node_db else LocalCounter()
     return CacheCounter(cache)
 
 
@@ -206,7 +270,10 @@ class RateLimiter:
 
     Options (defaults in brackets): ``fail_open`` [GATEWAY_RATELIMIT_FAIL_OPEN, true];
     ``retry_shared_after_s`` [5] before trying the shared cache again after an error;
-    ``warn_every_s`` [30] between two warnings; ``clock`` [time.time] for windows.
+    ``suspect_after_s`` [0.05]: while a shared count has been unanswered this long,
+    other requests count in process instead of waiting behind it; ``warn_every_s``
+    [30] between two warnings; ``clock`` [time.time] for windows; ``monotonic``
+    [time.monotonic] for waits.
     """
 
     def __init__(
@@ -216,16 +283,23 @@ class RateLimiter:
         fallback: Counter | None = None,
         fail_open: bool = True,
         retry_shared_after_s: float = 5.0,
+        suspect_after_s: float = 0.05,
         warn_every_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shared = shared
         self.fallback = fallback or LocalCounter()
         self.fail_open = fail_open
         self.retry_shared_after_s = retry_shared_after_s
+        self.suspect_after_s = suspect_after_s
         self.warn_every_s = warn_every_s
         self.clock = clock
+        self.monotonic = monotonic
         self._shared_down_until = 0.0
+        self._probing = False  # after a failure: one request at a time tries the shared counter
+        self._inflight: dict[int, float] = {}  # call number -> when it was sent (oldest first)
+        self._calls = itertools.count()
         self._warned_at = -1e18
         self._windows: dict[tuple[str, int], _Window] = {}  # (value, limit) -> its current window
 
@@ -261,17 +335,37 @@ class RateLimiter:
         return window
 
     def _count(self, cache_key: str, ttl_s: int, now: float) -> int:
-        if now >= self._shared_down_until:
+        if self._may_use_shared(now):
+            call = next(self._calls)
+            self._inflight[call] = self.monotonic()
+            probe = self._shared_down_until != 0.0
+            self._probing = self._probing or probe
             try:
-                return self.shared.incr(cache_key, ttl_s)
+                count = self.shared.incr(cache_key, ttl_s)
             except Exception as exc:  # any cache client error: connection, timeout, protocol
                 self._shared_down_until = now + self.retry_shared_after_s
                 self._warn(exc, now)
                 if not self.fail_open:
                     raise SharedCacheDown from exc
+            else:
+                self._shared_down_until = 0.0
+                return count
+            finally:
+                del self._inflight[call]
+                if probe:
+                    self._probing = False
         elif not self.fail_open:
             raise SharedCacheDown
         return self.fallback.incr(cache_key, ttl_s)
+
+    def _may_use_shared(self, now: float) -> bool:
+        """Return False while the shared counter is down, being probed, or leaving a call unanswered."""
+        if self._shared_down_until:
+            return now >= self._shared_down_until and not self._probing
+        if self._inflight:
+            oldest_sent = next(iter(self._inflight.values()))
+            return self.monotonic() - oldest_sent < self.suspect_after_s
+        return True
 
     def _warn(self, exc: Exception, now: float) -> None:
         if now - self._warned_at < self.warn_every_s:
@@ -292,21 +386,24 @@ def rate_limiter() -> RateLimiter:
     """Return the process's RateLimiter on the default cache (built on first use)."""
     global _limiter
     if _limiter is None:
-        _limiter = RateLimiter(shared_counter(caches["default"]), fail_open=gateway_config().ratelimit_fail_open)
+        config = gateway_config()
+        _limiter = RateLimiter(
+            shared_counter(caches["default"], config.ratelimit_db), fail_open=config.ratelimit_fail_open
+        )
     return _limiter
 
 
 def enforce_rate_limit(ctx: RequestContext) -> None:
     """Count the request against ``ctx.entry.rate_limit``; set ``ctx.rate``; raise 429.
 
-    Keyed calls count per application, anonymous calls (public entries) per client
-    IP, each per entry. The 429 carries ``Retry-After`` and the RateLimit-* headers.
+    Keyed calls count per application, bearer-token calls per application or, when
+    the entry's ``rate_limit_by`` is ``user``, per token user; anonymous calls (public
+    entries) per client IP; each per entry. The 429 carries ``Retry-After`` and the RateLimit-* headers.
     """
     entry = ctx.entry
     if entry is None or entry.rate_limit is None:
         return
-    caller = f"app:{ctx.application.id}" if ctx.application is not None else f"ip:{ctx.client_ip}"
-    value = f"{entry.id}:{caller}"
+    value = f"{entry.id}:{rate_counter(ctx)}"
     try:
         decision = rate_limiter().hit(value, entry.rate_limit)
     except SharedCacheDown:
@@ -324,6 +421,17 @@ def enforce_rate_limit(ctx: RequestContext) -> None:
             f"Rate limit of {entry.rate_limit} requests per minute exceeded.",
             rate_headers(decision) | {"Retry-After": str(decision.reset_s)},
         )
+
+
+def rate_counter(ctx: RequestContext) -> str:
+    """Name whom a request counts against: its token user (``rate_limit_by: user``), application, or client IP."""
+    application = ctx.application
+    if application is None:
+        return f"ip:{ctx.client_ip}"
+    entry = ctx.entry
+    if entry is not None and entry.rate_limit_by == "user" and ctx.user is not None:
+        return f"user:{application.id}:{ctx.user}"
+    return f"app:{application.id}"
 
 
 def rate_headers(decision: RateDecision) -> dict[str, str]:

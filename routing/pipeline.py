@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from access.cors import answer_preflight, apply_cors
 from access.policy import authorize_endpoint, authorize_version, identify_caller
 from access.ratelimit import enforce_rate_limit
+from access.tokens import authorize_scopes
 from gateway_core import logging as access_log
 from gateway_core import metrics, server, snapshot
 from gateway_core.client_ip import client_ip_for
@@ -41,8 +42,9 @@ STEPS: tuple[Step, ...] = (
     answer_preflight,  # §4.10 204 preflight answered here / 403 cors_origin_not_allowed
     resolve_route,  # §4.3  404 route_not_found
     check_pinned_version,  # §4.4  404 version_not_found
-    identify_caller,  # §4.5  401 invalid_api_key / expired_api_key / missing_api_key
-    authorize_endpoint,  # §4.5  403 service_not_allowed / endpoint_not_allowed
+    identify_caller,  # §4.5  401 invalid_api_key / expired_api_key, §4.5a invalid_token / expired_token
+    authorize_endpoint,  # §4.5  401 missing_api_key / 403 service_not_allowed / endpoint_not_allowed
+    authorize_scopes,  # §4.5a 403 insufficient_scope (bearer-token callers)
     choose_version,  # §4.4  weighted, among the versions the caller may use
     authorize_version,  # §4.5  403 version_not_allowed
     enforce_rate_limit,  # §4.6  429 rate_limited
