@@ -35,6 +35,7 @@ def test_steps_are_listed_in_spec_order() -> None:
         "check_pinned_version",
         "identify_caller",
         "authorize_endpoint",
+        "authorize_scopes",
         "choose_version",
         "authorize_version",
         "enforce_rate_limit",
