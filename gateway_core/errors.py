@@ -71,9 +71,9 @@ class GatewayError(Exception):
 
 def error_response(status: int, code: ErrorCode | str, message: str, request_id: str) -> HttpResponse:
     """Return ``{"error": {"code", "message", "request_id"}}`` with ``status``."""
-    body = {"error": {"code": str(code), "message": message, "request_id": request_id}}
-    return HttpResponse(
-        json.dumps(body, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-    )
+    body = json.dumps(
+        {"error": {"code": str(code), "message": message, "request_id": request_id}}, separators=(",", ":")
+    ).encode()
+    response = HttpResponse(body, status=status, content_type="application/json")
+    response["Content-Length"] = str(len(body))  # framed, so a refused client need not read chunks
+    return response

@@ -14,7 +14,12 @@ from django.http import HttpRequest, HttpResponse
 
 from gateway_core.errors import ErrorCode, error_response
 from gateway_core.request_id import request_id_for
+from gateway_project import ops
 from routing.edge import edge_error
+
+# Orchestrators probe a pod by its address: these answer whatever the Host, so they are
+# served here, before Django's own Host validation (CommonMiddleware) could refuse them.
+PROBES = {"/healthz": ops.healthz, "/readyz": ops.readyz}
 
 
 class EdgeMiddleware:
@@ -27,6 +32,9 @@ class EdgeMiddleware:
         error = edge_error(request)
         if error is not None:
             return error.to_response(request_id=_request_id(request))
+        probe = PROBES.get(request.path_info)
+        if probe is not None:
+            return probe(request)
         return self.get_response(request)
 
 

@@ -1,7 +1,7 @@
 """One HTTP/1.1 exchange with an upstream on an open socket: write the request, read the answer.
 
-The proxy borrows its connections from the ``requests`` session's urllib3 pools (which
-own connecting, TLS and keep-alive bookkeeping) and speaks HTTP/1.1 on them itself,
+The proxy leases its connections from ``routing.upstream`` (which owns connecting, TLS
+and keep-alive bookkeeping) and speaks HTTP/1.1 on them itself,
 because ``http.client`` costs most of a proxied request's CPU: each header is validated
 and written separately, and the answer's headers go through the ``email`` package's
 parser. Here a request head is one ``sendall`` and an answer head one split, with the
@@ -35,6 +35,11 @@ MAX_CHUNK_LINE: Final = 4096
 RECV_BYTES: Final = 64 * 1024
 _TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _ascii_digits(text: str) -> bool:
+    """``str.isdigit`` also accepts ``'²'`` (which ``int`` refuses): only 0-9 count here."""
+    return text.isascii() and text.isdigit()
 
 
 class InvalidAnswer(ValueError):
@@ -157,7 +162,7 @@ class Answer:
             if lengths:  # both framings: a sign of request smuggling, never reuse the connection
                 self.keep_alive = False
         elif lengths:
-            if len(set(lengths)) != 1 or not lengths[0].isdigit():
+            if len(set(lengths)) != 1 or not _ascii_digits(lengths[0]):
                 raise InvalidAnswer("invalid Content-Length")
             self._remaining = int(lengths[0])
         else:
@@ -294,7 +299,7 @@ def _parse_head(sock: socket.socket, head: bytes, rest: bytes) -> Answer:
         raise InvalidAnswer("bare CR or LF in the answer head")  # would let an upstream inject headers
     version, _, status_reason = lines[0].partition(" ")
     status_text, _, reason = status_reason.partition(" ")
-    if not version.startswith("HTTP/1.") or len(status_text) != 3 or not status_text.isdigit():
+    if not version.startswith("HTTP/1.") or len(status_text) != 3 or not _ascii_digits(status_text):
         raise InvalidAnswer("invalid status line")
     if len(lines) > MAX_HEADERS + 1:
         raise InvalidAnswer("too many answer headers")
