@@ -38,6 +38,7 @@ class GatewayConfig:
     ai_service_url: str = ""
     execution_service: str = "pipeline"
     ratelimit_fail_open: bool = True
+    ratelimit_db: str = ""  # without Redis: the SQLite file counting for every worker of the node
     metrics_dir: str = ""
 
     @classmethod

@@ -158,13 +158,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (shared with rate limits and notifications when Redis is configured) -----
 REDIS_URL = secret("REDIS_URL")
+# Longest wait for one Redis command or connect (SPEC §4.6): a hung Redis costs a request at most this.
+REDIS_TIMEOUT_MS = env.int("GATEWAY_REDIS_TIMEOUT_MS", default=250)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("GATEWAY_CACHE_PREFIX", default="gw"),
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT_MS / 1000, "socket_timeout": REDIS_TIMEOUT_MS / 1000},
         }
     }
 else:
@@ -305,6 +307,8 @@ GATEWAY = {
     "AI_SERVICE_URL": secret("AI_SERVICE_URL", ""),
     "EXECUTION_SERVICE": env.str("EXECUTION_SERVICE", default="pipeline"),
     "RATELIMIT_FAIL_OPEN": env.bool("GATEWAY_RATELIMIT_FAIL_OPEN", default=True),
+    # Without Redis, rate limits count in this SQLite file, shared by every worker of the node.
+    "RATELIMIT_DB": env.str("GATEWAY_RATELIMIT_DB", default=str(BASE_DIR / "var" / "ratelimit.sqlite3")),
     "METRICS_DIR": env.str("PROMETHEUS_MULTIPROC_DIR", default=""),
 }
 

@@ -48,7 +48,7 @@ class RedisListener(Listener):
 
         # The health check pings an idle subscription, so a silently dead connection is noticed.
         self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=30
+            url, socket_connect_timeout=2, socket_timeout=5, socket_keepalive=True, health_check_interval=30
         )
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(CHANNEL)

@@ -75,16 +75,23 @@ def test_two_gateways_share_exact_counts_in_redis(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_redis_each_process_counts_alone(
-    gateway_server: Callable[..., GunicornProcess], echo_upstream: EchoUpstream
+def test_without_redis_the_limit_is_exact_across_the_nodes_workers(
+    gateway_server: Callable[..., GunicornProcess], echo_upstream: EchoUpstream, tmp_path
 ) -> None:
-    limit = 5
+    """SPEC §4.6: the embedded default lets N requests through per window, not N per worker."""
+    limit = 10
     key, counter = keyed_setup(echo_upstream, limit)
-    gateway = gateway_server(workers=1, env={"REDIS_URL": ""})
+    env = {"REDIS_URL": "", "GATEWAY_RATELIMIT_DB": str(tmp_path / "ratelimit.sqlite3")}
+    first = gateway_server(workers=2, env=env)
+    second = gateway_server(workers=2, env=env)  # another gunicorn on the same machine shares the count
     wait_for_fresh_window(counter)
-    statuses = [r.status_code for r in burst([gateway.url + "/api/v1/orders/1"], 10 * limit, {"X-API-Key": key})]
-    assert statuses.count(200) == limit
+    urls = [first.url + "/api/v1/orders/1", second.url + "/api/v1/orders/1"]
+    responses = burst(urls, 12 * limit, {"X-API-Key": key})
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == limit, statuses
     assert len(echo_upstream.received) == limit
+    remaining = sorted(int(r.headers["RateLimit-Remaining"]) for r in responses if r.status_code == 200)
+    assert remaining == list(range(limit))
 
 
 @pytest.mark.django_db(transaction=True)

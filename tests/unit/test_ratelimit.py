@@ -22,6 +22,7 @@ from access.ratelimit import (
     WINDOW_S,
     CacheCounter,
     LocalCounter,
+    NodeCounter,
     RateLimiter,
     RedisCounter,
     SharedCacheDown,
@@ -408,3 +409,101 @@ def test_redis_counter_is_exact_under_concurrency() -> None:
     assert 40 < int(client.get(stored)) <= 200
     assert 0 < client.ttl(stored) <= WINDOW_S + EXPIRATION_FUDGE  # the counter frees itself
     assert 0 < len(counter._idle) <= counter.max_idle  # connections are kept, never shared
+
+
+# --- Without Redis: one count for every worker of the node --------------------------------------
+
+
+def _hit_many(path: str, key: str, times: int, out: object) -> None:
+    counter = NodeCounter(path)
+    out.put([counter.incr(key, 60) for _ in range(times)])  # type: ignore[attr-defined]  # a multiprocessing queue
+
+
+def test_node_counter_is_exact_across_processes(tmp_path: Path) -> None:
+    """Four processes counting one key together see every number 1..200 exactly once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    path = str(tmp_path / "ratelimit.sqlite3")
+    processes = [ctx.Process(target=_hit_many, args=(path, "entry:app:1", 50, out)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    counts = sorted(n for _ in processes for n in out.get(timeout=30))
+    for process in processes:
+        process.join(10)
+    assert counts == list(range(1, 201))
+
+
+def test_node_counter_starts_an_expired_counter_again(tmp_path: Path) -> None:
+    clock = FakeClock(1000.0)
+    counter = NodeCounter(str(tmp_path / "rl.sqlite3"), clock=clock)
+    assert [counter.incr("k", 60) for _ in range(3)] == [1, 2, 3]
+    clock.now += 61
+    assert counter.incr("k", 60) == 1
+
+
+def test_without_redis_the_limiter_counts_in_the_node_file(tmp_path: Path) -> None:
+    counter = shared_counter(locmem("rl-node"), str(tmp_path / "rl.sqlite3"))
+    assert isinstance(counter, NodeCounter)
+    first, second = RateLimiter(counter), RateLimiter(NodeCounter(counter.path))  # two workers of one node
+    decisions = [limiter.hit("entry:app:9", 3) for limiter in (first, second, first, second)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+
+
+# --- A hung Redis: one request waits, the others count in process -------------------------------
+
+
+class Hanging:
+    """A shared counter whose calls hang until released, then fail as a socket timeout would."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def incr(self, cache_key: str, ttl_s: int) -> int:
+        self.calls += 1
+        self.release.wait(5)
+        raise TimeoutError("no answer")
+
+
+def test_requests_do_not_wait_behind_a_hanging_shared_count() -> None:
+    shared, ticks = Hanging(), [0.0]
+    limiter = RateLimiter(shared, monotonic=lambda: ticks[0], clock=lambda: 1000.0)
+    waiting = threading.Thread(target=limiter.hit, args=("e:app:1", 10))
+    waiting.start()
+    while shared.calls == 0:
+        time.sleep(0.001)
+    ticks[0] = 0.06  # the first count has been unanswered for 60 ms
+
+    started = time.monotonic()
+    decisions = [limiter.hit("e:app:2", 10) for _ in range(5)]
+    elapsed = time.monotonic() - started
+    shared.release.set()
+    waiting.join()
+
+    assert elapsed < 0.5 and all(d.allowed for d in decisions)
+    assert shared.calls == 1, "only the first request paid the wait"
+
+
+def test_after_a_failure_one_request_probes_while_the_others_count_in_process() -> None:
+    shared, now = Hanging(), [1000.0]
+    limiter = RateLimiter(shared, clock=lambda: now[0], retry_shared_after_s=5.0)
+    shared.release.set()
+    limiter.hit("e:app:1", 10)  # fails at once: down for 5 s
+    assert shared.calls == 1
+    limiter.hit("e:app:1", 10)
+    assert shared.calls == 1, "not retried before 5 s"
+
+    now[0] += 5.0
+    shared.release.clear()
+    probe = threading.Thread(target=limiter.hit, args=("e:app:1", 10))
+    probe.start()
+    while shared.calls == 1:
+        time.sleep(0.001)
+    others = [limiter.hit("e:app:1", 10) for _ in range(3)]
+    shared.release.set()
+    probe.join()
+
+    assert shared.calls == 2, "one probe, the others counted in process"
+    assert all(d.allowed for d in others)
