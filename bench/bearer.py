@@ -57,12 +57,14 @@ def bearer_token(lifetime_s: int = 3600) -> str:
     return jwt.encode(claims, _KEY, algorithm="RS256", headers={"kid": KID})
 
 
-def seed_bearer(python: str, root: Path, env: dict[str, str], jwks_url: str) -> None:
-    """Add the bearer route's application, entry and token issuer (the keyed route's service)."""
+def seed_bearer(
+    python: str, root: Path, env: dict[str, str], jwks_url: str, endpoint_path: str = "/api/v1/bench-keyed/*"
+) -> None:
+    """Add the bearer route's application, entry (on ``endpoint_path``) and token issuer."""
     seed = f"""
 from access.models import Application, EndpointWhitelist, TokenIssuer
 app = Application(name="bench-bearer"); app.full_clean(); app.save()
-entry = EndpointWhitelist(application=app, endpoint_path="/api/v1/bench-keyed/*", rate_limit=1_000_000_000,
+entry = EndpointWhitelist(application=app, endpoint_path={endpoint_path!r}, rate_limit=1_000_000_000,
                           required_scopes=["bench:read"])
 entry.full_clean(); entry.save()
 issuer = TokenIssuer(application=app, issuer={ISSUER!r}, jwks_url={jwks_url!r}, audiences=["bench"],

@@ -36,7 +36,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import bearer, tracing_targets  # noqa: E402 - after the path setup
+from bench import bearer  # noqa: E402 - after the path setup
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 
 PYTHON = sys.executable
@@ -107,37 +107,8 @@ service.full_clean(); service.save()
 ServiceVersion(service=service, version="v1", url={upstream_url!r}, weight=100).save()
 app = Application(name="bench-public"); app.full_clean(); app.save()
 EndpointWhitelist(application=app, endpoint_path="/api/v1/bench/*", is_public=True, rate_limit=1_000_000_000).save()
-# The keyed route: a key (remembered after its first check), a whitelist entry with a
-# rate limit (Redis when REDIS_URL is set), two weighted versions to choose between.
-keyed = ServiceConfig(service_name="bench-keyed", default_url={upstream_url!r})
-keyed.full_clean(); keyed.save()
-for name in ("v1", "v2"):
-    ServiceVersion(service=keyed, version=name, url={upstream_url!r}, weight=50).save()
-caller = Application(name="bench-keyed"); caller.full_clean(); caller.save()
-EndpointWhitelist(application=caller, endpoint_path="/api/v1/bench-keyed/*", rate_limit=1_000_000_000).save()
-print(api_key_create(application=caller, name="bench")[1])
 """
-    out = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip().splitlines()[-1]
-
-
-KEYED = "gateway keyed"
-BEARER = "gateway bearer (RS256)"
-CEILING = "stack ceiling"
-
-
-def worker_cpu_s(process: Process) -> float:
-    """Return the CPU seconds (user + system) the gunicorn workers of ``process`` have used."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pid = process.popen.pid
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        with contextlib.suppress(OSError):  # a worker that just exited
-            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    subprocess.run([PYTHON, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True)
 
 
 def ensure_revproxy(env: dict[str, str]) -> bool:
@@ -188,6 +159,9 @@ def median_result(runs: list[LoadResult]) -> LoadResult:
     )
 
 
+BEARER = "gateway bearer (RS256)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
@@ -212,34 +186,14 @@ def main() -> None:
     try:
         processes.append(start_upstream(upstream_port, base_env, work))
         wait_ready(upstream_url + "/")
-        api_key = seed_gateway(base_env, upstream_url)
+        seed_gateway(base_env, upstream_url)
         jwks_server = bearer.start_jwks_server(free_port())
-        bearer.seed_bearer(PYTHON, ROOT, base_env, f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks")
+        jwks_url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks"
+        bearer.seed_bearer(PYTHON, ROOT, base_env, jwks_url, endpoint_path="/api/v1/bench/*")
         bearer_headers = {"Authorization": f"Bearer {bearer.bearer_token()}"}
-        gateway_process = start(
-            "gateway", gunicorn_cmd("gateway_project.wsgi:application", gateway_port), base_env, work
+        processes.append(
+            start("gateway", gunicorn_cmd("gateway_project.wsgi:application", gateway_port), base_env, work)
         )
-        processes.append(gateway_process)
-        ceiling_port = free_port()
-        ceiling_env = {**base_env, "BENCH_UPSTREAM": upstream_url}
-        ceiling_process = start("ceiling", gunicorn_cmd("bench.ceiling:application", ceiling_port), ceiling_env, work)
-        processes.append(ceiling_process)
-        traced: dict[str, int] = {}  # tracing row -> port
-        if not args.no_tracing:
-            sink_port = free_port()
-            processes.append(start("otlp-sink", [PYTHON, "bench/otlp_sink.py", str(sink_port)], base_env, work))
-            for name, ratio in ((tracing_targets.TRACING_ALL, 1.0), (tracing_targets.TRACING_ONE, 0.01)):
-                traced[name] = free_port()
-                env = {**base_env, **tracing_targets.tracing_env(f"http://127.0.0.1:{sink_port}", ratio)}
-                processes.append(start(name, gunicorn_cmd("gateway_project.wsgi:application", traced[name]), env, work))
-        if args.baseline:
-            baseline_dir = tracing_targets.extract_baseline(ROOT, args.baseline, work)
-            traced[tracing_targets.BASELINE] = free_port()
-            cmd = gunicorn_cmd("gateway_project.wsgi:application", traced[tracing_targets.BASELINE])
-            log = (work / "baseline.log").open("wb")
-            env = {**base_env, "PYTHONPATH": str(baseline_dir)}
-            popen = subprocess.Popen(cmd, cwd=baseline_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-            processes.append(Process("baseline", popen))
         has_revproxy = ensure_revproxy(base_env)
         reference_env = {
             **base_env,
@@ -256,34 +210,16 @@ def main() -> None:
             wait_ready(url)
         if requests.get(gateway_url, timeout=5).status_code != 200:
             raise RuntimeError("the gateway does not serve the bench route")
-
-        keyed_url = f"http://127.0.0.1:{gateway_port}/api/v1/bench-keyed/items?page=1"
-        ceiling_url = f"http://127.0.0.1:{ceiling_port}/api/v1/bench/items?page=1"
-        wait_ready(ceiling_url)
-        if requests.get(keyed_url, headers={"X-API-Key": api_key}, timeout=5).status_code != 200:
-            raise RuntimeError("the gateway does not serve the keyed bench route")
-        if requests.get(keyed_url, headers=bearer_headers, timeout=5).status_code != 200:
+        if requests.get(gateway_url, headers=bearer_headers, timeout=5).status_code != 200:
             raise RuntimeError("the gateway does not serve the bearer-token bench route")
+
         targets = {
             "upstream direct": upstream_url + "/api/v1/bench/items?page=1",
-            CEILING: ceiling_url,
             "gateway (all steps)": gateway_url,
-            KEYED: keyed_url,
-            BEARER: keyed_url,
+            BEARER: gateway_url,
             "django + requests view": reference_url,
         }
-        headers_of = {KEYED: {"X-API-Key": api_key}, BEARER: bearer_headers}
-        cpu_of = {
-            CEILING: ceiling_process,
-            "gateway (all steps)": gateway_process,
-            KEYED: gateway_process,
-            BEARER: gateway_process,
-            "django + requests view": reference_process,
-            "django-revproxy ProxyView": reference_process,
-        }
-        for name, port in traced.items():
-            targets[name] = f"http://127.0.0.1:{port}/api/v1/bench/items?page=1"
-            wait_ready(targets[name])
+        headers_of = {BEARER: bearer_headers}
         if has_revproxy and requests.get(revproxy_url, timeout=5).status_code == 200:
             targets["django-revproxy ProxyView"] = revproxy_url
         generator = "wrk" if shutil.which("wrk") else "python loadgen"
@@ -293,13 +229,13 @@ def main() -> None:
             f"gunicorn {args.workers} workers ({os.environ.get('GATEWAY_WORKER_CLASS', 'gevent')}); "
             f"{os.cpu_count()} CPUs"
         )
-        for url in targets.values():  # warm-up: pools, first key checks, page cache
-            load(url, 4, 2)
+        for name, url in targets.items():  # warm-up: pools, first key checks, page cache
+            load(url, 4, 2, headers_of.get(name))
         rounds: dict[str, list[LoadResult]] = {name: [] for name in targets}
         single_rounds: dict[str, list[LoadResult]] = {"upstream direct": [], "gateway (all steps)": []}
         for _ in range(args.rounds):
             for name, url in targets.items():
-                rounds[name].append(load(url, args.connections, args.duration))
+                rounds[name].append(load(url, args.connections, args.duration, headers_of.get(name)))
             for name in single_rounds:
                 single_rounds[name].append(load(targets[name], 1, args.duration))
         results = {name: median_result(runs) for name, runs in rounds.items()}
@@ -323,13 +259,8 @@ def main() -> None:
     print(
         f"  gateway / upstream direct:      {gateway.requests_per_s / results['upstream direct'].requests_per_s:.3f}x"
     )
-    keyed, ceiling = results[KEYED], results[CEILING]
-    print(f"  keyed / public:                 {keyed.requests_per_s / gateway.requests_per_s:.2f}x (target >= 0.9)")
     bearer_rps = results[BEARER].requests_per_s
     print(f"  bearer / public:                {bearer_rps / gateway.requests_per_s:.2f}x (target >= 0.9)")
-    print(f"  public / stack ceiling:         {gateway.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.7)")
-    print(f"  keyed / stack ceiling:          {keyed.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.65)")
-    tracing_targets.print_ratios(results, args.baseline)
     direct1, gateway1 = single["upstream direct"], single["gateway (all steps)"]
     print("\n1 connection latency:")
     print(f"  upstream direct p50 {direct1.p50_ms:.2f} ms, p99 {direct1.p99_ms:.2f} ms")
