@@ -242,7 +242,7 @@ def exchange(
         except OSError as exc:  # writing to the upstream failed: did it answer before it stopped reading?
             answer = _early_answer(lease, method)
             if answer is None:
-                raise _write_failure(exc) from None
+                raise (StaleConnection() if lease.reused else _write_failure(exc)) from None
             on_early_answer()
             return answer
         try:
@@ -251,7 +251,7 @@ def exchange(
             raise invalid_answer() from None
         except TimeoutError:
             raise UpstreamFault(timed_out(), reached=True) from None
-        except NoAnswer:
+        except (NoAnswer, ConnectionResetError):  # not a byte back: on a kept-alive one, it was closed meanwhile
             raise (StaleConnection() if lease.reused else UpstreamFault(unavailable(), reached=True)) from None
         except OSError:  # reset, or closed inside the head
             raise UpstreamFault(unavailable(), reached=True) from None
