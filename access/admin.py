@@ -29,6 +29,7 @@ from access.key_handoff import key_handoff_put, key_handoff_take
 from access.models import ApiKey, Application, EndpointWhitelist, TokenIssuer
 from access.services import api_key_create, api_key_withdraw
 from gateway_core.admin_actions import activate, deactivate
+from gateway_core.admin_history import ChangeValuesMixin
 from gateway_core.validators import HTTP_METHODS
 
 _SEPARATORS = re.compile(r"[,\s]+")
@@ -54,6 +55,15 @@ class StringListField(forms.Field):
         return value
 
 
+class MethodsWidget(forms.CheckboxSelectMultiple):
+    """Method checkboxes that say what none ticked means: every method, not none."""
+
+    def render(self, name: str, value: object, attrs: dict | None = None, renderer: object = None) -> str:
+        boxes = super().render(name, value, attrs, renderer)
+        hint = format_html('<div class="gw-methods-hint">{}</div>', "None ticked: all methods allowed.")
+        return boxes + hint
+
+
 class StringListAdminMixin:
     """Render the model's JSON list fields as text boxes, and methods as checkboxes."""
 
@@ -63,7 +73,7 @@ class StringListAdminMixin:
         if db_field.name == "allowed_methods":
             return forms.MultipleChoiceField(
                 choices=[(m, m) for m in HTTP_METHODS],
-                widget=forms.CheckboxSelectMultiple,
+                widget=MethodsWidget,
                 required=False,
                 label="Allowed methods",
                 help_text=db_field.help_text,
@@ -140,7 +150,7 @@ def key_status(key: ApiKey) -> str:
 
 
 @admin.register(Application)
-class ApplicationAdmin(StringListAdminMixin, admin.ModelAdmin):
+class ApplicationAdmin(ChangeValuesMixin, StringListAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "is_active",
@@ -198,7 +208,7 @@ class ApplicationAdmin(StringListAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(EndpointWhitelist)
-class EndpointWhitelistAdmin(StringListAdminMixin, admin.ModelAdmin):
+class EndpointWhitelistAdmin(ChangeValuesMixin, StringListAdminMixin, admin.ModelAdmin):
     list_display = ("endpoint_path", "application", "methods", "versions", "rate_limit", "is_public", "updated_at")
     list_filter = ("is_public", "application")
     search_fields = ("endpoint_path", "application__name")
@@ -297,7 +307,7 @@ def revoke_keys(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ChangeValuesMixin, admin.ModelAdmin):
     list_display = ("name", "application", "key_prefix", "status", "expires_at", "last_used_at", "created_at")
     list_filter = (KeyStatusFilter, "application")
     search_fields = ("name", "key_prefix", "application__name")

@@ -1,4 +1,10 @@
-"""The traffic dashboard in the Django admin: the page and the JSON it polls."""
+"""The health dashboard in the Django admin: the page and the JSON it polls.
+
+Health per service and version over the last five minutes (requests, 5xx rate, p95,
+fallback share, open breakers) and the last hour's traffic, both from the per-minute
+counts every gateway worker already keeps (``gateway_core.traffic``), summed across
+workers and, with Redis, nodes.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 
-from gateway_core.traffic import FileTrafficStore, traffic_store, traffic_summary
+from gateway_core.traffic import FileTrafficStore, health_summary, traffic_store, traffic_summary
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +50,11 @@ def dashboard_payload(now_s: float | None = None) -> dict[str, object]:
     store = traffic_store()
     try:
         traffic = traffic_summary(store, now_s)
+        traffic["health"] = health_summary(store, now_s)
         error = None
     except Exception as exc:  # Redis away: show the queues and say why the charts are empty
         logger.warning("dashboard traffic unavailable: %s", type(exc).__name__)
-        traffic = {"minutes": [], "services": []}
+        traffic = {"minutes": [], "services": [], "health": []}
         error = f"traffic counts unavailable ({type(exc).__name__})"
     return {
         "generated_at": datetime.fromtimestamp(now_s, tz=UTC).isoformat(timespec="seconds"),
@@ -74,7 +81,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     _require_permission(request)
     context = {
         **admin.site.each_context(request),
-        "title": "Traffic dashboard",
+        "title": "Health dashboard",
         "payload": dashboard_payload(),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -221,7 +221,15 @@ def observe_request(ctx: RequestContext, response: HttpResponseBase) -> None:
     ):
         metrics.queue_published.labels(ctx.version.queue).inc()
     _note_config_version(metrics, ctx.snapshot)
-    traffic.record(service, status, duration_s)
+    traffic.record(
+        service,
+        status,
+        duration_s,
+        version=version,
+        fallback=ctx.fallback_used,
+        circuit_open=code == "circuit_open",
+        upstream_failed=reason in ("unavailable", "timeout"),
+    )
 
 
 def gateway_error_code(request_id: str, response: HttpResponseBase) -> str | None:

@@ -9,8 +9,12 @@ flushes the counts every few seconds to shared storage:
 - ``FileTrafficStore`` otherwise: one JSON file per worker in ``GATEWAY_TRAFFIC_DIR``,
   summed by the reader; right for one machine (the quick start), not for several.
 
-A row is ``[requests, 4xx, 5xx, *latency bucket counts]``; latency buckets are fixed
-(``LATENCY_BOUNDS_MS``), so p50/p95 are estimated from them, within a bucket's width.
+A row is ``[requests, 4xx, 5xx, *latency bucket counts, fallbacks, circuit_open,
+upstream failures]``; latency buckets are fixed (``LATENCY_BOUNDS_MS``), so p50/p95 are
+estimated from them, within a bucket's width. Rows are kept per service and version
+(``"orders@v2"``; the default URL is version ``default``), so ``health_summary`` shows
+each version's error rate, p95, fallback share and open breakers over the last five
+minutes, across every worker (and, with Redis, every node), from the same counts.
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (
 )  # fmt: skip
 REQUESTS, CLIENT_ERRORS, SERVER_ERRORS = 0, 1, 2
 FIRST_BUCKET = 3
-ROW_LENGTH = FIRST_BUCKET + len(LATENCY_BOUNDS_MS) + 1
+LAST_BUCKET = FIRST_BUCKET + len(LATENCY_BOUNDS_MS)  # the open-ended bucket
+# Answers served by the fallback URL, refused with 503 circuit_open, and 502/504 upstream failures.
+FALLBACKS, CIRCUIT_OPEN, UPSTREAM_FAILURES = LAST_BUCKET + 1, LAST_BUCKET + 2, LAST_BUCKET + 3
+ROW_LENGTH = UPSTREAM_FAILURES + 1
+HEALTH_WINDOW_S = 300
+VERSION_SEPARATOR = "@"  # neither service nor version names may hold it
 FLUSH_INTERVAL_S = 5.0
 RETENTION_S = 2 * 3600  # the dashboard shows one hour; keep two so a late reader still sees it
 
@@ -151,10 +160,21 @@ class TrafficRecorder:
         self._flusher_pid = 0
         self._failing = False
 
-    def record(self, service: str, status: int, duration_s: float) -> None:
-        """Count one request; cheap enough for the request path."""
+    def record(
+        self,
+        service: str,
+        status: int,
+        duration_s: float,
+        *,
+        version: str = "",
+        fallback: bool = False,
+        circuit_open: bool = False,
+        upstream_failed: bool = False,
+    ) -> None:
+        """Count one request of ``service`` (and ``version``); cheap enough for the request path."""
         bucket = FIRST_BUCKET + bisect.bisect_left(LATENCY_BOUNDS_MS, duration_s * 1000.0)
-        key = (int(self.clock()) // 60, service)
+        series = f"{service}{VERSION_SEPARATOR}{version}" if version else service
+        key = (int(self.clock()) // 60, series)
         with self._lock:
             row = self._pending.get(key)
             if row is None:
@@ -165,6 +185,9 @@ class TrafficRecorder:
             elif status >= 500:
                 row[SERVER_ERRORS] += 1
             row[bucket] += 1
+            row[FALLBACKS] += fallback
+            row[CIRCUIT_OPEN] += circuit_open
+            row[UPSTREAM_FAILURES] += upstream_failed
         if self._flusher_pid != os.getpid():
             self._start_flusher()
 
@@ -214,14 +237,31 @@ def traffic_recorder() -> TrafficRecorder:
     return TrafficRecorder(traffic_store())
 
 
-def record(service: str, status: int, duration_s: float) -> None:
-    """Count one finished request of ``service`` (``""``: no route matched)."""
-    traffic_recorder().record(service, status, duration_s)
+def record(
+    service: str,
+    status: int,
+    duration_s: float,
+    *,
+    version: str = "",
+    fallback: bool = False,
+    circuit_open: bool = False,
+    upstream_failed: bool = False,
+) -> None:
+    """Count one finished request of ``service`` (``""``: no route matched) and ``version``."""
+    traffic_recorder().record(
+        service,
+        status,
+        duration_s,
+        version=version,
+        fallback=fallback,
+        circuit_open=circuit_open,
+        upstream_failed=upstream_failed,
+    )
 
 
 def percentile_ms(row: Sequence[int], quantile: float) -> float | None:
     """Estimate a latency percentile from a row's buckets (linear within a bucket); None if empty."""
-    buckets = row[FIRST_BUCKET:ROW_LENGTH]
+    buckets = row[FIRST_BUCKET : LAST_BUCKET + 1]
     total = sum(buckets)
     if total == 0:
         return None
@@ -246,7 +286,7 @@ def traffic_summary(store: TrafficStore, now_s: float, minutes: int = 60) -> dic
     """
     last = int(now_s) // 60
     first = last - minutes
-    rows = store.read(first, last)
+    rows = _by_service(store.read(first, last))
     services = sorted({service for _, service in rows})
     series = []
     for service in services:
@@ -285,3 +325,75 @@ def traffic_summary(store: TrafficStore, now_s: float, minutes: int = 60) -> dic
 
 def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
+
+
+def _split(series: str) -> tuple[str, str]:
+    service, _, version = series.partition(VERSION_SEPARATOR)
+    return service, version
+
+
+def _by_service(rows: Rows) -> Rows:
+    """Sum the per-version rows of each service (the dashboard's charts are per service)."""
+    summed: Rows = {}
+    for (minute, series), row in rows.items():
+        add_row(summed.setdefault((minute, _split(series)[0]), new_row()), row)
+    return summed
+
+
+def health_summary(store: TrafficStore, now_s: float, window_s: int = HEALTH_WINDOW_S) -> list[dict[str, object]]:
+    """Return per service, and per version within it, the health of the last ``window_s`` seconds.
+
+    Each item: ``requests``, ``error_rate`` (5xx share), ``p95_ms``, ``fallback_share``
+    (answers served by the fallback URL), ``circuit_open`` (503s of an open breaker),
+    ``upstream_failures``, ``breaker_open`` (an open-breaker answer in the last two
+    minutes) and ``status``: ``failing`` (breaker open, or 5% or more 5xx), ``degraded``
+    (any fallback or 5xx), ``ok``. Services sorted worst first, then by name.
+    """
+    last = int(now_s) // 60
+    first = last - max(1, window_s // 60)
+    rows = store.read(first, last)
+    services: dict[str, dict[str, Row]] = {}
+    recent: dict[tuple[str, str], int] = {}  # open-breaker answers in the last two minutes
+    for (minute, series), row in rows.items():
+        service, version = _split(series)
+        if not service:
+            continue  # no route matched: not a service's health
+        add_row(services.setdefault(service, {}).setdefault(version or "default", new_row()), row)
+        if minute >= last - 1:
+            recent[(service, version or "default")] = recent.get((service, version or "default"), 0) + row[CIRCUIT_OPEN]
+    result = []
+    for service, versions in services.items():
+        total = new_row()
+        for row in versions.values():
+            add_row(total, row)
+        items = [
+            _health(row, breaker_open=recent.get((service, version), 0) > 0) | {"version": version}
+            for version, row in sorted(versions.items())
+        ]
+        summary = _health(total, breaker_open=any(item["breaker_open"] for item in items))
+        result.append({"service": service, **summary, "versions": items})
+    rank = {"failing": 0, "degraded": 1, "ok": 2}
+    result.sort(key=lambda item: (rank[str(item["status"])], str(item["service"])))
+    return result
+
+
+def _health(row: Sequence[int], *, breaker_open: bool) -> dict[str, object]:
+    requests = row[REQUESTS]
+    error_rate = _ratio(row[SERVER_ERRORS], requests)
+    fallback_share = _ratio(row[FALLBACKS], requests)
+    if breaker_open or (error_rate or 0) >= 0.05:
+        status = "failing"
+    elif (error_rate or 0) > 0 or (fallback_share or 0) > 0:
+        status = "degraded"
+    else:
+        status = "ok"
+    return {
+        "requests": requests,
+        "error_rate": error_rate,
+        "p95_ms": percentile_ms(row, 0.95),
+        "fallback_share": fallback_share,
+        "circuit_open": row[CIRCUIT_OPEN],
+        "upstream_failures": row[UPSTREAM_FAILURES],
+        "breaker_open": breaker_open,
+        "status": status,
+    }

@@ -142,7 +142,8 @@ class StringListValidator:
         if not isinstance(value, list):
             raise ValidationError("Enter a JSON list of strings.", code="not_a_list")
         errors: list[ValidationError] = []
-        for index, element in enumerate(value):
+        # Counted from 1: "Item 1" is the first line of the admin's text box, as people count.
+        for index, element in enumerate(value, start=1):
             if not isinstance(element, str):
                 errors.append(ValidationError(f"Item {index}: not a string.", code="not_a_string"))
                 continue

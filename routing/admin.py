@@ -6,13 +6,34 @@ the admin API and imports; model signals then reload every gateway (SPEC §6).
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import time
+
 from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 
+from gateway_core import traffic
 from gateway_core.admin_actions import activate, deactivate
+from gateway_core.admin_history import ChangeValuesMixin
 from routing.models import ServiceConfig, ServiceVersion
+
+logger = logging.getLogger(__name__)
+
+# The health of every service, read once per list page (one read of the traffic store).
+_health: contextvars.ContextVar[dict[str, dict[str, object]] | None] = contextvars.ContextVar("health", default=None)
+
+
+def service_health() -> dict[str, dict[str, object]] | None:
+    """Return each service's health of the last five minutes by name; None when the counts are unavailable."""
+    try:
+        return {str(item["service"]): item for item in traffic.health_summary(traffic.traffic_store(), time.time())}
+    except Exception as exc:  # the list must render without Redis
+        logger.warning("service health unavailable: %s", type(exc).__name__)
+        return None
 
 
 class UpstreamKindFilter(admin.SimpleListFilter):
@@ -63,6 +84,30 @@ class ServiceConfigForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None and self.instance.upstream_prefix == "":
             self.fields["strip_route_prefix"].initial = True
+        if "current_version" in self.fields:  # absent from a view-only form
+            self.fields["current_version"] = self._version_choice()
+        if "default_url" in self.fields:
+            self.fields["default_url"].help_text = (
+                "Serves unpinned traffic only while no active version has a weight above 0: once one "
+                "does, the weighted versions share all unpinned traffic (see their share below) and the "
+                "default URL is reached only by pinning X-Service-Version: default. "
+                + str(self.fields["default_url"].help_text)
+            )
+
+    def _version_choice(self) -> forms.Field:
+        """A choice among this service's versions, not free text (a version added below can be chosen after saving)."""
+        names = list(self.instance.versions.values_list("version", flat=True)) if self.instance.pk else []
+        current = self.instance.current_version
+        if current and current not in names:
+            names.append(current)
+        return forms.TypedChoiceField(
+            choices=[("", "none: the default URL"), *[(name, name) for name in sorted(names)]],
+            required=False,
+            empty_value=None,
+            label="Current version",
+            help_text="Served when no active version has a weight above 0; "
+            "without one the default URL serves. Add versions below, save, then choose.",
+        )
 
     def clean(self) -> dict[str, object]:
         cleaned = super().clean()
@@ -74,16 +119,36 @@ class ServiceConfigForm(forms.ModelForm):
         return cleaned
 
 
+def traffic_shares(service: ServiceConfig) -> dict[str, float]:
+    """Return each active version's share of unpinned traffic (weight / sum of active weights)."""
+    weights = {v.version: v.weight for v in service.versions.all() if v.is_active and v.weight > 0}
+    total = sum(weights.values())
+    return {name: weight / total for name, weight in weights.items()} if total else {}
+
+
 class ServiceVersionInline(admin.TabularInline):
     model = ServiceVersion
     extra = 0
-    fields = ("version", "url", "weight", "is_active", "updated_at")
-    readonly_fields = ("updated_at",)
+    fields = ("version", "url", "weight", "traffic_share", "is_active", "updated_at")
+    readonly_fields = ("traffic_share", "updated_at")
     show_change_link = True
+    verbose_name_plural = "versions: active ones with a weight above 0 share all unpinned traffic"
+
+    @admin.display(description="share of unpinned traffic")
+    def traffic_share(self, obj: ServiceVersion) -> str:
+        if obj.pk is None:
+            return "after saving"
+        shares = traffic_shares(obj.service)
+        share = shares.get(obj.version)
+        if not shares and obj.is_active and obj.service.current_version == obj.version:
+            return "100 % (current version)"
+        if share is None:
+            return "0 % (pinned only)" if obj.is_active else "0 % (inactive)"
+        return f"{share * 100:.0f} %"
 
 
 @admin.register(ServiceConfig)
-class ServiceConfigAdmin(admin.ModelAdmin):
+class ServiceConfigAdmin(ChangeValuesMixin, admin.ModelAdmin):
     form = ServiceConfigForm
     list_display = (
         "service_name",
@@ -91,6 +156,7 @@ class ServiceConfigAdmin(admin.ModelAdmin):
         "default_url",
         "current_version",
         "version_count",
+        "health",
         "is_active",
         "updated_at",
     )
@@ -118,9 +184,39 @@ class ServiceConfigAdmin(admin.ModelAdmin):
     def version_count(self, obj: ServiceConfig) -> int:
         return getattr(obj, "_version_count", 0)
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        token = _health.set(service_health())
+        try:
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # while the health read for this page is set
+            return response
+        finally:
+            _health.reset(token)
+
+    @admin.display(description="health (5 min)")
+    def health(self, obj: ServiceConfig) -> str:
+        health = _health.get()
+        if health is None:
+            return "n/a"
+        item = health.get(obj.service_name)
+        if item is None:
+            return format_html('<span class="gw-health idle">no traffic</span>')
+        rate = item["error_rate"] or 0.0
+        p95 = item["p95_ms"]
+        fallback = item["fallback_share"] or 0.0
+        details = f"{item['requests']} req · {rate * 100:.1f} % 5xx · p95 {'n/a' if p95 is None else f'{p95:.0f} ms'}"
+        if fallback:
+            details += f" · {fallback * 100:.0f} % fallback"
+        if item["breaker_open"]:
+            details += " · breaker open"
+        return format_html(
+            '<span class="gw-health {}">{}</span> <small>{}</small>', item["status"], item["status"], details
+        )
+
 
 @admin.register(ServiceVersion)
-class ServiceVersionAdmin(admin.ModelAdmin):
+class ServiceVersionAdmin(ChangeValuesMixin, admin.ModelAdmin):
     list_display = ("version", "service", "url", "weight", "is_active", "updated_at")
     list_filter = ("is_active", "service")
     search_fields = ("version", "url", "service__service_name")

@@ -62,7 +62,7 @@ def test_dashboard_renders_for_staff_with_debug_off(staff_client, traffic_dir: P
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert "<title>Traffic dashboard" in html
+    assert "<title>Health dashboard" in html
     for chart in ("gw-chart-rpm", "gw-chart-errors", "gw-chart-latency", "gw-queues"):
         assert f'id="{chart}"' in html
     assert all(src.startswith("/static/") for src in re.findall(r'<script src="([^"]+)"', html))  # no CDN

@@ -85,7 +85,7 @@ def test_percentile_interpolates_within_the_bucket() -> None:
     assert traffic.percentile_ms(row, 0.5) == pytest.approx(87.5)
     assert traffic.percentile_ms(row, 0.95) == pytest.approx(98.8, abs=0.1)
     assert traffic.percentile_ms(traffic.new_row(), 0.5) is None
-    row[-1] = 1000  # beyond the last bound: reported as the last bound
+    row[traffic.LAST_BUCKET] = 1000  # beyond the last bound: reported as the last bound
     assert traffic.percentile_ms(row, 0.95) == traffic.LATENCY_BOUNDS_MS[-1]
 
 

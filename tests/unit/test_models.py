@@ -209,7 +209,7 @@ def test_application_accepts_good_lists() -> None:
         ("allowed_services", "pipeline", "JSON list"),
         ("allowed_services", [1], "not a string"),
         ("allowed_services", ["a", "a"], "unique"),
-        ("allowed_versions", ["v 1"], "Item 0"),
+        ("allowed_versions", ["v 1"], "Item 1"),
         ("allowed_versions", {"v1": 1}, "JSON list"),
         ("allowed_origins", ["https://app.example.com/"], "not an origin"),
         ("allowed_origins", ["app.example.com"], "not an origin"),

@@ -11,7 +11,7 @@ from django.db import models, transaction
 
 from access.models import Application, EndpointWhitelist, TokenIssuer
 from access.services import api_key_create
-from routing.models import ServiceConfig
+from routing.models import ServiceConfig, ServiceVersion
 
 DEMO_APPLICATION = "demo"
 DEMO_ISSUER_URL = "http://127.0.0.1:7200"  # demo.auth.ISSUER
@@ -23,6 +23,13 @@ DEMO_SERVICES: tuple[tuple[str, str, str, str | None], ...] = (
     ("auth", "http://127.0.0.1:7200", "/api/v1/auth", "/api/auth"),
     ("pipeline", "http://127.0.0.1:7202", "/api/v1/pipelines", None),
     ("notifications", "queue://email", "/api/v1/notifications/email", None),
+)
+
+# (service_name, version, url, weight): two weighted versions of the pipeline to try a
+# canary split (90/10 of unpinned traffic) and pins (X-Service-Version: v2) on the demo.
+DEMO_VERSIONS: tuple[tuple[str, str, str, int], ...] = (
+    ("pipeline", "v1", "http://127.0.0.1:7202", 90),
+    ("pipeline", "v2", "http://127.0.0.1:7202", 10),
 )
 
 # (endpoint_path, allowed_methods, rate_limit per minute, is_public)
@@ -74,6 +81,12 @@ class Command(BaseCommand):
                 route_prefix=route_prefix,
                 upstream_prefix=upstream_prefix,
             )
+        for service_name, version, url, weight in DEMO_VERSIONS:
+            service = ServiceConfig.objects.get(service_name=service_name)
+            _create(ServiceVersion, service=service, version=version, url=url, weight=weight)
+            service.current_version = service.current_version or version
+            service.full_clean()
+            service.save()
         app = _create(
             Application,
             name=DEMO_APPLICATION,
@@ -134,6 +147,10 @@ class Command(BaseCommand):
                 " | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
             )
             out('  curl -H "Authorization: Bearer $TOKEN" http://localhost:4200/api/v1/pipelines')
+            out("Versions: the pipeline splits unpinned traffic 90/10 between v1 and v2; pin one with")
+            out(
+                f'  curl -i -H "X-API-Key: {plaintext}" -H "X-Service-Version: v2" http://localhost:4200/api/v1/pipelines'
+            )
         if password is not None:
             out("")
             out(bold("Admin panel: http://localhost:4201/admin/ (password shown once, copy it now):"))
