@@ -17,6 +17,7 @@ alike instead of on whichever ran at the wrong moment. Run it when the machine i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -36,8 +37,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import bearer  # noqa: E402 - after the path setup
-from bench.loadgen import LoadResult, run_load  # noqa: E402
+from bench.loadgen import LoadResult, run_load  # noqa: E402 - after the path setup
 
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
@@ -97,18 +97,48 @@ def gunicorn_cmd(app: str, port: int) -> list[str]:
     return [GUNICORN, "-c", "gateway_project/gunicorn.conf.py", "-b", f"127.0.0.1:{port}", app]
 
 
-def seed_gateway(env: dict[str, str], upstream_url: str) -> None:
+def seed_gateway(env: dict[str, str], upstream_url: str) -> str:
+    """Seed the public route and the keyed one; return the keyed route's API key."""
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     seed = f"""
 from access.models import Application, EndpointWhitelist
+from access.services import api_key_create
 from routing.models import ServiceConfig, ServiceVersion
 service = ServiceConfig(service_name="bench", default_url={upstream_url!r})
 service.full_clean(); service.save()
 ServiceVersion(service=service, version="v1", url={upstream_url!r}, weight=100).save()
 app = Application(name="bench-public"); app.full_clean(); app.save()
 EndpointWhitelist(application=app, endpoint_path="/api/v1/bench/*", is_public=True, rate_limit=1_000_000_000).save()
+# The keyed route: a key (remembered after its first check), a whitelist entry with a
+# rate limit (Redis when REDIS_URL is set), two weighted versions to choose between.
+keyed = ServiceConfig(service_name="bench-keyed", default_url={upstream_url!r})
+keyed.full_clean(); keyed.save()
+for name in ("v1", "v2"):
+    ServiceVersion(service=keyed, version=name, url={upstream_url!r}, weight=50).save()
+caller = Application(name="bench-keyed"); caller.full_clean(); caller.save()
+EndpointWhitelist(application=caller, endpoint_path="/api/v1/bench-keyed/*", rate_limit=1_000_000_000).save()
+print(api_key_create(application=caller, name="bench")[1])
 """
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True)
+    out = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+KEYED = "gateway keyed"
+CEILING = "stack ceiling"
+
+
+def worker_cpu_s(process: Process) -> float:
+    """Return the CPU seconds (user + system) the gunicorn workers of ``process`` have used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pid = process.popen.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):  # a worker that just exited
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def ensure_revproxy(env: dict[str, str]) -> bool:
@@ -159,9 +189,6 @@ def median_result(runs: list[LoadResult]) -> LoadResult:
     )
 
 
-BEARER = "gateway bearer (RS256)"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
@@ -186,23 +213,25 @@ def main() -> None:
     try:
         processes.append(start_upstream(upstream_port, base_env, work))
         wait_ready(upstream_url + "/")
-        seed_gateway(base_env, upstream_url)
-        jwks_server = bearer.start_jwks_server(free_port())
-        jwks_url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks"
-        bearer.seed_bearer(PYTHON, ROOT, base_env, jwks_url, endpoint_path="/api/v1/bench/*")
-        bearer_headers = {"Authorization": f"Bearer {bearer.bearer_token()}"}
-        processes.append(
-            start("gateway", gunicorn_cmd("gateway_project.wsgi:application", gateway_port), base_env, work)
+        api_key = seed_gateway(base_env, upstream_url)
+        gateway_process = start(
+            "gateway", gunicorn_cmd("gateway_project.wsgi:application", gateway_port), base_env, work
         )
+        processes.append(gateway_process)
+        ceiling_port = free_port()
+        ceiling_env = {**base_env, "BENCH_UPSTREAM": upstream_url}
+        ceiling_process = start("ceiling", gunicorn_cmd("bench.ceiling:application", ceiling_port), ceiling_env, work)
+        processes.append(ceiling_process)
         has_revproxy = ensure_revproxy(base_env)
         reference_env = {
             **base_env,
             "DJANGO_SETTINGS_MODULE": "bench.reference_settings",
             "BENCH_UPSTREAM": upstream_url,
         }
-        processes.append(
-            start("reference", gunicorn_cmd("bench.reference_wsgi:application", reference_port), reference_env, work)
+        reference_process = start(
+            "reference", gunicorn_cmd("bench.reference_wsgi:application", reference_port), reference_env, work
         )
+        processes.append(reference_process)
         gateway_url = f"http://127.0.0.1:{gateway_port}/api/v1/bench/items?page=1"
         reference_url = f"http://127.0.0.1:{reference_port}/api/v1/bench/items?page=1"
         revproxy_url = f"http://127.0.0.1:{reference_port}/revproxy/items?page=1"
@@ -210,16 +239,27 @@ def main() -> None:
             wait_ready(url)
         if requests.get(gateway_url, timeout=5).status_code != 200:
             raise RuntimeError("the gateway does not serve the bench route")
-        if requests.get(gateway_url, headers=bearer_headers, timeout=5).status_code != 200:
-            raise RuntimeError("the gateway does not serve the bearer-token bench route")
 
+        keyed_url = f"http://127.0.0.1:{gateway_port}/api/v1/bench-keyed/items?page=1"
+        ceiling_url = f"http://127.0.0.1:{ceiling_port}/api/v1/bench/items?page=1"
+        wait_ready(ceiling_url)
+        if requests.get(keyed_url, headers={"X-API-Key": api_key}, timeout=5).status_code != 200:
+            raise RuntimeError("the gateway does not serve the keyed bench route")
         targets = {
             "upstream direct": upstream_url + "/api/v1/bench/items?page=1",
+            CEILING: ceiling_url,
             "gateway (all steps)": gateway_url,
-            BEARER: gateway_url,
+            KEYED: keyed_url,
             "django + requests view": reference_url,
         }
-        headers_of = {BEARER: bearer_headers}
+        headers_of = {KEYED: {"X-API-Key": api_key}}
+        cpu_of = {
+            CEILING: ceiling_process,
+            "gateway (all steps)": gateway_process,
+            KEYED: gateway_process,
+            "django + requests view": reference_process,
+            "django-revproxy ProxyView": reference_process,
+        }
         if has_revproxy and requests.get(revproxy_url, timeout=5).status_code == 200:
             targets["django-revproxy ProxyView"] = revproxy_url
         generator = "wrk" if shutil.which("wrk") else "python loadgen"
@@ -232,21 +272,36 @@ def main() -> None:
         for name, url in targets.items():  # warm-up: pools, first key checks, page cache
             load(url, 4, 2, headers_of.get(name))
         rounds: dict[str, list[LoadResult]] = {name: [] for name in targets}
-        single_rounds: dict[str, list[LoadResult]] = {"upstream direct": [], "gateway (all steps)": []}
+        cpu_rounds: dict[str, list[float]] = {name: [] for name in targets if name in cpu_of}
+        single_rounds: dict[str, list[LoadResult]] = {
+            name: [] for name in ("upstream direct", CEILING, "gateway (all steps)", KEYED)
+        }
+        loads: list[str] = []
         for _ in range(args.rounds):
+            loads.append("/".join(f"{x:.1f}" for x in os.getloadavg()))
             for name, url in targets.items():
-                rounds[name].append(load(url, args.connections, args.duration, headers_of.get(name)))
+                cpu_before = worker_cpu_s(cpu_of[name]) if name in cpu_of else 0.0
+                result = load(url, args.connections, args.duration, headers_of.get(name))
+                rounds[name].append(result)
+                if name in cpu_of:
+                    used_s = worker_cpu_s(cpu_of[name]) - cpu_before
+                    cpu_rounds[name].append(used_s / (result.requests_per_s * args.duration) * 1e6)
             for name in single_rounds:
-                single_rounds[name].append(load(targets[name], 1, args.duration))
+                single_rounds[name].append(load(targets[name], 1, args.duration, headers_of.get(name)))
         results = {name: median_result(runs) for name, runs in rounds.items()}
+        cpu_us = {name: statistics.median(values) for name, values in cpu_rounds.items()}
         single = {name: median_result(runs) for name, runs in single_rounds.items()}
     finally:
         for process in reversed(processes):
             process.stop()
 
-    print(f"\n{'target':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"load average at the start of each round: {', '.join(loads)}")
+    print(f"\n{'target':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU us/req':>11}")
     for name, result in results.items():
-        print(f"{name:28} {result.requests_per_s:9.0f} {result.p50_ms:8.2f} {result.p99_ms:8.2f} {result.errors:7d}")
+        cpu = f"{cpu_us[name]:11.0f}" if name in cpu_us else f"{'':11}"
+        print(
+            f"{name:28} {result.requests_per_s:9.0f} {result.p50_ms:8.2f} {result.p99_ms:8.2f} {result.errors:7d} {cpu}"
+        )
     gateway = results["gateway (all steps)"]
     reference = results["django + requests view"]
     print("\nratios (same run):")
@@ -259,8 +314,10 @@ def main() -> None:
     print(
         f"  gateway / upstream direct:      {gateway.requests_per_s / results['upstream direct'].requests_per_s:.3f}x"
     )
-    bearer_rps = results[BEARER].requests_per_s
-    print(f"  bearer / public:                {bearer_rps / gateway.requests_per_s:.2f}x (target >= 0.9)")
+    keyed, ceiling = results[KEYED], results[CEILING]
+    print(f"  keyed / public:                 {keyed.requests_per_s / gateway.requests_per_s:.2f}x (target >= 0.9)")
+    print(f"  public / stack ceiling:         {gateway.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.7)")
+    print(f"  keyed / stack ceiling:          {keyed.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.65)")
     direct1, gateway1 = single["upstream direct"], single["gateway (all steps)"]
     print("\n1 connection latency:")
     print(f"  upstream direct p50 {direct1.p50_ms:.2f} ms, p99 {direct1.p99_ms:.2f} ms")
@@ -269,6 +326,10 @@ def main() -> None:
         f"  added by the gateway: p50 {gateway1.p50_ms - direct1.p50_ms:.2f} ms (target <= 1.0), "
         f"p99 {gateway1.p99_ms - direct1.p99_ms:.2f} ms (target <= 3)"
     )
+    keyed1, ceiling1 = single[KEYED], single[CEILING]
+    print(f"  stack ceiling   p50 {ceiling1.p50_ms:.2f} ms, p99 {ceiling1.p99_ms:.2f} ms")
+    print(f"  gateway keyed   p50 {keyed1.p50_ms:.2f} ms, p99 {keyed1.p99_ms:.2f} ms")
+    print(f"  keyed over public: p50 {keyed1.p50_ms - gateway1.p50_ms:+.2f} ms (target <= 0.15)")
     print(f"\nlogs in {work}")
 
 
