@@ -19,11 +19,15 @@ import math
 import time
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
-from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth import REDIRECT_FIELD_NAME, get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.signals import user_login_failed
 from django.contrib.auth.views import LoginView
 from django.core.cache import BaseCache
 from django.core.cache import cache as default_cache
@@ -145,9 +149,75 @@ class _GuardedAuthentication:
 
 
 class ThrottledBasicAuthentication(_GuardedAuthentication, BasicAuthentication):
-    """HTTP Basic for staff, with failed logins limited per client IP."""
+    """HTTP Basic for staff, with failed logins limited per client IP, the password hashed off the event loop.
+
+    Django's ModelBackend would hash (argon2, ~100 ms of CPU) inside the gevent worker,
+    stalling every proxied request it serves meanwhile (SPEC §7). The user is looked
+    up here, as ModelBackend does, and only the hashing runs in a small native thread
+    pool (``password_hashing``); an unknown user costs the same hashing, so timing
+    does not tell which users exist.
+    """
 
     scheme = b"basic"
+
+    def authenticate_credentials(
+        self, userid: str, password: str, request: Request | None = None
+    ) -> tuple[object, None]:
+        user = _verified_user(userid, password, request)
+        if user is None:
+            raise AuthenticationFailed("Invalid username/password.")
+        if not user.is_active:
+            raise AuthenticationFailed("User inactive or deleted.")
+        return (user, None)
+
+
+def _verified_user(username: str, password: str, request: Request | None) -> AbstractBaseUser | None:
+    """Return the user whose password ``password`` is, or None (and signal ``user_login_failed``)."""
+    user_model = get_user_model()
+    run = password_hashing()
+    try:
+        user = user_model._default_manager.get_by_natural_key(username)
+    except user_model.DoesNotExist:
+        run(make_password, password)  # as ModelBackend: the same work whether the user exists or not
+        user = None
+    else:
+        upgrade: list[str] = []
+        if not run(check_password, password, user.password, upgrade.append):
+            user = None
+        elif upgrade:  # a hash from an older hasher or cost: store the current one
+            user.password = run(make_password, password)
+            user.save(update_fields=["password"])
+    if user is None:
+        user_login_failed.send(sender=__name__, credentials={"username": username}, request=request)
+    return user
+
+
+Hashing = Callable[..., Any]
+
+
+@cache
+def password_hashing() -> Hashing:
+    """Return ``run(fn, *args)``: call ``fn`` in a 2-thread native pool and wait for it without blocking the loop.
+
+    Under gevent workers (threads are greenlets there) this is gevent's native
+    ``ThreadPool``, so the waiting greenlet yields while argon2 (which releases the
+    GIL) hashes; elsewhere a ``ThreadPoolExecutor`` bounds the CPU spent on logins.
+    """
+    try:
+        from gevent import monkey
+
+        patched = monkey.is_module_patched("threading")
+    except ImportError:  # pragma: no cover - gevent is a runtime dependency
+        patched = False
+    if patched:
+        from gevent.threadpool import ThreadPool
+
+        pool = ThreadPool(2)
+        return lambda fn, *args: pool.apply(fn, args)
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="password-hashing")
+    return lambda fn, *args: executor.submit(fn, *args).result()
 
 
 class ThrottledTokenAuthentication(_GuardedAuthentication, TokenAuthentication):
