@@ -43,11 +43,16 @@ def test_schema_is_openapi_3_with_every_spec_path(gateway_server) -> None:
         "/admin/access/applications/{id}/whitelist/{entry_id}",
         "/admin/access/applications/{id}/api-keys",
         "/admin/access/applications/{id}/api-keys/{key_id}",
+        "/admin/access/applications/{id}/token-issuers",
+        "/admin/access/applications/{id}/token-issuers/{issuer_id}",
         "/admin/cache",
         "/admin/cache/refresh",
         "/admin/queues",
         "/admin/config/export",
         "/admin/config/import",
+        "/admin/config/revisions",
+        "/admin/config/revisions/{number}",
+        "/admin/config/revisions/{number}/rollback",
     }
     assert {"basicAuth", "tokenAuth"} <= set(document["components"]["securitySchemes"])
 
