@@ -349,7 +349,7 @@ def test_an_issuer_change_reaches_every_worker(
             break
         time.sleep(0.1)
     assert set(statuses) == {401}, statuses
-    assert time.monotonic() - changed_at < 3
+    assert time.monotonic() - changed_at < 2.0  # SPEC §6: 1 s, plus this loop's own requests
 
 
 @requires_redis
