@@ -174,6 +174,21 @@ def _emit(ctx: RequestContext, status: int, bytes_sent: int | None) -> None:
     except Exception:  # a log line must never break a response
         logging.getLogger(__name__).exception("access log record failed")
         return
+    handler = _plain_json_handler()
+    if handler is not None:
+        # The usual configuration (one stream, our JSON formatter, no filters): write the
+        # line as the handler would, without the LogRecord and the dispatch through
+        # logging, which cost more than encoding the line itself.
+        line = _ENCODER.encode(fields) + "\n"
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.stream.flush()
+        except Exception:  # as logging does: a broken stream must not break the response
+            handler.handleError(logging.LogRecord(access_logger.name, logging.INFO, __file__, 0, line, (), None))
+        finally:
+            handler.release()
+        return
     # A record made here, not by logger.info(): the caller lookup it would do costs more
     # than the rest of the line, and the caller is always this function.
     record = logging.LogRecord(
@@ -181,6 +196,26 @@ def _emit(ctx: RequestContext, status: int, bytes_sent: int | None) -> None:
     )
     record.access = fields
     access_logger.handle(record)
+
+
+def _plain_json_handler() -> logging.StreamHandler | None:  # type: ignore[type-arg]  # any stream
+    """Return the access logger's handler when it is exactly one JSON stream handler with no filters.
+
+    Checked per line (a few attribute reads), so a reconfigured logger (tests, a custom
+    LOGGING) always gets the full logging path.
+    """
+    handlers = access_logger.handlers
+    if len(handlers) != 1 or access_logger.filters:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is not logging.StreamHandler
+        or handler.filters
+        or type(handler.formatter) is not AccessJsonFormatter
+        or handler.level > logging.INFO
+    ):
+        return None
+    return handler
 
 
 class CountingBody:
