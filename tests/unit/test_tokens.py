@@ -477,3 +477,44 @@ def test_model_refuses_inconsistent_issuers(fields: dict[str, object], field_nam
 def test_compiled_issuer_never_shows_its_secrets() -> None:
     record = replace(issuer(), secret=b"hs-secret-value", client_secret="client-secret-value")
     assert "secret-value" not in repr(record)
+
+
+def test_concurrent_first_requests_share_one_jwks_fetch() -> None:
+    import threading
+
+    release = threading.Event()
+    endpoint = FakeJwks(keys=[jwk_of(RSA_KEY, "k1")])
+
+    def slow_fetch(url: str) -> Fetched:
+        release.wait(5)
+        return endpoint(url)
+
+    cache = JwksCache(slow_fetch)
+    found: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: found.append(len(cache.keys_for(issuer(), "k1", "RS256")))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert found == [1, 1, 1, 1]
+    assert endpoint.calls == 1
+
+
+def test_rate_limit_by_user_counts_per_token_user_and_keys_per_application() -> None:
+    from access.ratelimit import rate_counter
+
+    app = CompiledApplication(APP_ID, "web", frozenset(), frozenset(), frozenset(), ())
+    by_user = CompiledEntry("e1", APP_ID, compile_pattern("/api/v1/x"), frozenset(), frozenset(), 5, False, "user")
+    by_app = replace(by_user, rate_limit_by="application")
+
+    def counter(entry: CompiledEntry, application: object, user: str | None) -> str:
+        ctx = SimpleNamespace(entry=entry, application=application, user=user, client_ip="10.0.0.9")
+        return rate_counter(ctx)  # type: ignore[arg-type]  # a stand-in context
+
+    assert counter(by_user, app, "alice") == f"user:{APP_ID}:alice"
+    assert counter(by_user, app, None) == f"app:{APP_ID}"  # a key caller
+    assert counter(by_app, app, "alice") == f"app:{APP_ID}"
+    assert counter(by_user, None, None) == "ip:10.0.0.9"
