@@ -388,3 +388,13 @@ def test_a_revoked_key_cannot_be_reactivated_in_the_admin(admin_client: Client, 
     page = admin_client.get(url).content.decode()
     assert 'name="expires_at_0"' not in page
     assert "revoked at " in page
+
+
+@pytest.mark.django_db
+def test_the_demo_seeds_versions_to_try() -> None:
+    from django.core.management import call_command
+
+    call_command("gateway_seed_demo", "--no-superuser", stdout=open("/dev/null", "w"))  # noqa: SIM115 - closed at exit
+    pipeline = ServiceConfig.objects.get(service_name="pipeline")
+    assert sorted(pipeline.versions.values_list("version", "weight")) == [("v1", 90), ("v2", 10)]
+    assert pipeline.current_version == "v1"
