@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway_core import tracing
+
 if TYPE_CHECKING:
     from django.http import HttpResponseBase
 
@@ -37,6 +39,7 @@ ACCESS_FIELDS: tuple[str, ...] = (
     # Beyond SPEC §8's list: who called when it was not an application key alone.
     "key_prefix",  # the X-API-Key's public prefix, also on a 401 (never the secret)
     "user_id",  # a bearer token's user (never the token)
+    "trace_id",  # the request's trace (32 hex digits) while tracing is on, else null
 )
 
 access_logger = logging.getLogger("gateway.access")
@@ -153,6 +156,7 @@ def access_record(ctx: RequestContext, status: int, bytes_sent: int | None) -> d
         "bytes_sent": bytes_sent,
         "key_prefix": ctx.key_prefix or None,  # the key's public prefix, never its secret
         "user_id": ctx.user,  # a bearer token's user, never the token
+        "trace_id": tracing.current_trace_id(),
     }
 
 

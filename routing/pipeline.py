@@ -18,13 +18,13 @@ from access.policy import authorize_endpoint, authorize_version, identify_caller
 from access.ratelimit import enforce_rate_limit
 from access.tokens import authorize_scopes
 from gateway_core import logging as access_log
-from gateway_core import metrics, server, snapshot
+from gateway_core import metrics, server, snapshot, tracing
 from gateway_core.client_ip import client_ip_for
 from gateway_core.conf import gateway_config
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError, error_response
 from gateway_core.request_id import assign_request_id, request_id_for
-from routing import proxy, reload
+from routing import proxy, reload, spans
 from routing.bodies import reject_large_body
 from routing.edge import check_edge
 from routing.matcher import reject_unsafe_path, resolve_route
@@ -55,6 +55,8 @@ def handle(request: HttpRequest) -> HttpResponse:
     """Run one ``/api/v1/...`` request through the steps, dispatch it and finalize the response."""
     config = gateway_config()
     ctx = RequestContext(request=request, snapshot=_EMPTY, started_at=time.perf_counter())
+    if tracing.ENABLED:
+        spans.request_start(request)
     try:
         ctx.client_ip = client_ip_for(
             request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR"), config.trusted_proxies
@@ -117,7 +119,7 @@ def finalize(ctx: RequestContext, response: HttpResponse) -> HttpResponse:
         server.response_ready(ctx.request.META, response.status_code)  # close when the body was left unread
     except Exception as exc:
         logger.error("cannot finalize the response: %s", type(exc).__name__, extra=_log_extra(ctx))
-    for observer in (metrics.observe_request, access_log.log_access):
+    for observer in (metrics.observe_request, access_log.log_access, spans.request_end):
         try:
             observer(ctx, response)
         except Exception as exc:

@@ -32,6 +32,7 @@ from gateway_core import server
 from gateway_core.conf import GatewayConfig, gateway_config
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError
+from routing import spans
 from routing.bodies import CHUNK_BYTES, BodyStream, request_body
 from routing.breaker import CircuitBreaker
 from routing.headers import location_rewrite, upstream_request_headers
@@ -104,6 +105,7 @@ def forward(ctx: RequestContext) -> HttpResponse:
     return response
 
 
+@spans.upstream_attempt  # a client span per attempt (the fallback's too)
 def _send(
     ctx: RequestContext,
     base_url: str,
@@ -119,6 +121,7 @@ def _send(
     if query is not None:
         target += "?" + query
     headers = upstream_request_headers(ctx, netloc, config)
+    spans.propagate(headers)  # the upstream gets the gateway's traceparent, never the client's
     method = ctx.request.method or "GET"
     ctx.upstream = base_url
     chunked = body is not None and "Content-Length" not in headers

@@ -28,8 +28,10 @@ id generator. Spans never carry a key, token, secret, query string or body.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -63,6 +65,7 @@ logger = logging.getLogger("gateway.tracing")
 SCOPE: Final = InstrumentationScope("api-gateway", "1")
 DEFAULT_SERVICE_NAME: Final = "api-gateway"
 SDK_LOG_INTERVAL_S: Final = 60.0
+SHUTDOWN_TIMEOUT_S: Final = 2.0
 
 # Read by the request path before anything else: False until setup() turned tracing on.
 ENABLED = False
@@ -71,6 +74,7 @@ _provider: TracerProvider | None = None
 _processor: SpanProcessor | None = None
 _resource: Resource | None = None
 _setup_pid = 0
+_atexit_registered = False
 _current: ContextVar[Span | None] = ContextVar("gateway_current_span", default=None)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -216,7 +220,7 @@ def setup(default_service_name: str = DEFAULT_SERVICE_NAME) -> bool:
     Idempotent within a process; a forked child calls it again to get its own exporter.
     An unusable setting is logged and leaves tracing off: tracing never stops a gateway.
     """
-    global ENABLED, _provider, _processor, _resource, _setup_pid
+    global ENABLED, _provider, _processor, _resource, _setup_pid, _atexit_registered
     if _setup_pid == os.getpid():
         return ENABLED
     _setup_pid = os.getpid()
@@ -235,12 +239,15 @@ def setup(default_service_name: str = DEFAULT_SERVICE_NAME) -> bool:
     resource = Resource.create({})  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": default_service_name}))
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # ours is bounded: see shutdown()
     processor = BatchSpanProcessor(exporter)
     provider.add_span_processor(processor)
     _quiet_sdk_logs()
     _provider, _processor, _resource = provider, processor, resource
     ENABLED = True
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
     logger.info(
         "tracing on",
         extra={"exporter": exporter_name, "service_name": resource.attributes.get("service.name")},
@@ -248,14 +255,22 @@ def setup(default_service_name: str = DEFAULT_SERVICE_NAME) -> bool:
     return True
 
 
-def shutdown() -> None:
-    """Export what is queued and stop this process's tracing (worker exit)."""
+def shutdown(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Export what is queued and stop this process's tracing (worker exit), waiting at most ``timeout_s``.
+
+    The SDK's own exit handler waits up to 30 s for a collector that does not answer,
+    which would hold every restart of a gunicorn worker that long: the last export gets
+    ``timeout_s``, then the process goes on exiting without it.
+    """
     global ENABLED, _provider, _processor
     provider = _provider
     ENABLED = False
     _provider = _processor = None
-    if provider is not None and _setup_pid == os.getpid():
-        provider.shutdown()
+    if provider is None or _setup_pid != os.getpid():
+        return
+    stopper = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
 
 
 def force_flush(timeout_ms: int = 5000) -> None:
