@@ -12,6 +12,8 @@ Python generator in bench/loadgen.py) and prints requests/s, p50/p99 latency and
 ratios. The targets take turns, round after round, and each figure is the median over
 rounds: a load that comes and goes on a shared machine then weighs on every target
 alike instead of on whichever ran at the wrong moment. Run it when the machine is quiet.
+The tracing rows (bench/tracing_targets.py) run the same gateway with tracing on at
+100 % and 1 % (``--no-tracing`` skips them; ``--baseline REV`` adds an older commit's gateway).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import LoadResult, run_load  # noqa: E402 - after the path setup
+from bench import tracing_targets  # noqa: E402 - after the path setup
+from bench.loadgen import LoadResult, run_load  # noqa: E402
 
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
@@ -195,6 +198,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for every Django server (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of turns; figures are medians (default 3)")
+    parser.add_argument("--no-tracing", action="store_true", help="skip the tracing rows (100 %% and 1 %%)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the gateway of commit REV (git archive)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -222,6 +227,24 @@ def main() -> None:
         ceiling_env = {**base_env, "BENCH_UPSTREAM": upstream_url}
         ceiling_process = start("ceiling", gunicorn_cmd("bench.ceiling:application", ceiling_port), ceiling_env, work)
         processes.append(ceiling_process)
+        traced: dict[str, tuple[int, Process]] = {}  # tracing row -> port, gunicorn
+        if not args.no_tracing:
+            sink_port = free_port()
+            processes.append(start("otlp-sink", [PYTHON, "bench/otlp_sink.py", str(sink_port)], base_env, work))
+            for name, ratio in ((tracing_targets.TRACING_ALL, 1.0), (tracing_targets.TRACING_ONE, 0.01)):
+                port = free_port()
+                env = {**base_env, **tracing_targets.tracing_env(f"http://127.0.0.1:{sink_port}", ratio)}
+                traced[name] = (port, start(name, gunicorn_cmd("gateway_project.wsgi:application", port), env, work))
+                processes.append(traced[name][1])
+        if args.baseline:
+            baseline_dir = tracing_targets.extract_baseline(ROOT, args.baseline, work)
+            port = free_port()
+            cmd = gunicorn_cmd("gateway_project.wsgi:application", port)
+            log = (work / "baseline.log").open("wb")
+            env = {**base_env, "PYTHONPATH": str(baseline_dir)}
+            popen = subprocess.Popen(cmd, cwd=baseline_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+            traced[tracing_targets.BASELINE] = (port, Process("baseline", popen))
+            processes.append(traced[tracing_targets.BASELINE][1])
         has_revproxy = ensure_revproxy(base_env)
         reference_env = {
             **base_env,
@@ -260,6 +283,10 @@ def main() -> None:
             "django + requests view": reference_process,
             "django-revproxy ProxyView": reference_process,
         }
+        for name, (port, process) in traced.items():
+            targets[name] = f"http://127.0.0.1:{port}/api/v1/bench/items?page=1"
+            cpu_of[name] = process
+            wait_ready(targets[name])
         if has_revproxy and requests.get(revproxy_url, timeout=5).status_code == 200:
             targets["django-revproxy ProxyView"] = revproxy_url
         generator = "wrk" if shutil.which("wrk") else "python loadgen"
@@ -318,6 +345,7 @@ def main() -> None:
     print(f"  keyed / public:                 {keyed.requests_per_s / gateway.requests_per_s:.2f}x (target >= 0.9)")
     print(f"  public / stack ceiling:         {gateway.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.7)")
     print(f"  keyed / stack ceiling:          {keyed.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.65)")
+    tracing_targets.print_ratios(results, args.baseline)
     direct1, gateway1 = single["upstream direct"], single["gateway (all steps)"]
     print("\n1 connection latency:")
     print(f"  upstream direct p50 {direct1.p50_ms:.2f} ms, p99 {direct1.p99_ms:.2f} ms")
