@@ -43,6 +43,16 @@ def text(browser) -> str:  # type: ignore[no-untyped-def]  # WebDriver
     return browser.find_element("tag name", "body").text
 
 
+def submit(browser, element) -> None:  # type: ignore[no-untyped-def]  # WebDriver, WebElement
+    """Click ``element`` and wait until the next page has replaced this one."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    page = browser.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+
+
 def open_page(browser, live_server, url: str) -> None:  # type: ignore[no-untyped-def]  # fixtures
     browser.get(live_server.url + url)
 
@@ -55,7 +65,7 @@ def test_reloading_the_key_created_page_creates_no_second_key(browser, live_serv
     log_in(root)
     open_page(browser, live_server, reverse("admin:access_apikey_add") + f"?application={app.pk}")
     browser.find_element("id", "id_name").send_keys("mobile")
-    browser.find_element("name", "_save").click()
+    submit(browser, browser.find_element("name", "_save"))
     plaintext = browser.find_element("id", "new-api-key").get_attribute("value")
     assert plaintext.startswith("gk_") and "." in plaintext
     assert "/created/" in browser.current_url  # the POST answered with a redirect
@@ -76,11 +86,11 @@ def test_revoke_asks_first_then_shows_revoked_at_and_by_and_locks_the_expiry(
     log_in(root)
     open_page(browser, live_server, reverse("admin:access_apikey_change", args=[key.pk]))
     assert browser.find_elements("id", "id_expires_at_0")  # editable while active
-    browser.find_element("id", "gw-revoke-link").click()
+    submit(browser, browser.find_element("id", "gw-revoke-link"))
     assert "can never be made active again" in text(browser)
     key.refresh_from_db()
     assert key.is_active  # asking changes nothing
-    browser.find_element("id", "gw-revoke-confirm").click()
+    submit(browser, browser.find_element("id", "gw-revoke-confirm"))
 
     page = text(browser)
     assert "revoked at " in page and "by admin" in page
@@ -164,7 +174,7 @@ def test_list_field_errors_count_lines_from_one(browser, live_server, log_in, ro
     open_page(browser, live_server, reverse("admin:access_application_add"))
     browser.find_element("id", "id_name").send_keys("shop")
     browser.find_element("id", "id_allowed_origins").send_keys("https://ok.example.com\nhttps://bad.example.com/path")
-    browser.find_element("name", "_save").click()
+    submit(browser, browser.find_element("name", "_save"))
     errors = browser.find_element("css selector", ".field-allowed_origins .errorlist").text
     assert errors.startswith("Item 2:"), errors
 
@@ -179,7 +189,7 @@ def test_history_names_the_old_and_the_new_value(browser, live_server, log_in, r
     url_box = browser.find_element("id", "id_default_url")
     url_box.clear()
     url_box.send_keys("http://new.example.com")
-    browser.find_element("name", "_save").click()
+    submit(browser, browser.find_element("name", "_save"))
     open_page(browser, live_server, reverse("admin:routing_serviceconfig_history", args=[service.pk]))
     assert "Default url: http://old.example.com → http://new.example.com" in text(browser)
 
@@ -244,7 +254,7 @@ def test_health_at_a_glance_on_the_dashboard_and_the_service_list(
     assert browser.find_element("id", "gw-operations").find_elements("link text", "Health dashboard")
     open_page(browser, live_server, reverse("admin:queues_taskstatus_changelist"))
     sidebar = browser.find_element("id", "nav-sidebar")  # on every page but the index
-    sidebar.find_element("link text", "Health dashboard").click()
+    submit(browser, sidebar.find_element("link text", "Health dashboard"))
 
     rows = {
         (r.get_attribute("data-service"), r.get_attribute("data-version")): r.text
@@ -312,9 +322,9 @@ def test_history_diff_and_rollback_in_the_browser(browser, live_server, log_in, 
     snap(browser, "history-diff")
 
     open_page(browser, live_server, reverse("admin:admin_panel_revision_change", args=[first]))
-    browser.find_element("id", "gw-rollback").click()
+    submit(browser, browser.find_element("id", "gw-rollback"))
     assert "billing" in browser.find_element("id", "gw-rollback-diff").text
-    browser.find_element("id", "gw-rollback-confirm").click()
+    submit(browser, browser.find_element("id", "gw-rollback-confirm"))
     assert f"Rolled back to revision {first}" in text(browser)
     deadline = time.monotonic() + 1
     while time.monotonic() < deadline and ServiceConfig.objects.count() != 1:
