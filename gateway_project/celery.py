@@ -2,14 +2,18 @@
 
 Five queues (``email``, ``sms``, ``ai``, ``analytics``, ``execution``), each with a
 dead-letter queue, declared explicitly in :mod:`queues.topology`. The broker comes
-from ``CELERY_BROKER_URL`` (default ``filesystem://`` under ``GATEWAY_BROKER_DIR``, so
-the quick start needs no server); its transport options from the settings.
+from ``CELERY_BROKER_URL`` (default ``sqlite://``, a file under ``GATEWAY_BROKER_DIR``,
+so the quick start needs no server: ``queues.sqlite_transport``); its transport options
+from the settings.
 
 Delivery guarantees set here: a message is acknowledged only after its handler
 finished (``acks_late``), is given back to the broker when the worker process dies
 (``reject_on_worker_lost``), and a worker process holds one message at a time
 (prefetch 1), so a killed worker loses at most the message it was running, which the
-broker redelivers to another worker.
+broker redelivers to another worker. An infrastructure error while handling a message
+is a reject with requeue (``queues.tasks``), never an acknowledgement, so
+``task_acks_on_failure_or_timeout`` only ever acknowledges what the task base already
+dead-lettered.
 """
 
 import os
