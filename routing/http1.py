@@ -8,8 +8,9 @@ parser. Here a request head is one ``sendall`` and an answer head one split, wit
 checks a proxy needs:
 
 - request heads carry no line break inside a value (a header cannot be injected);
-- answer heads are ``HTTP/1.x``, at most ``MAX_HEAD_BYTES`` long, with token names, no
-  folded lines and no bare CR or LF (so no value can smuggle in a header of its own);
+- answer heads are ``HTTP/1.1`` or ``HTTP/1.0``, at most ``MAX_HEAD_BYTES`` long, with
+  token names, no folded lines, no bare CR or LF (so no value can smuggle in a header of
+  its own) and no other control character (RFC 9110 §5.5);
   interim ``1xx`` answers (``100 Continue``, ``103 Early Hints``) are skipped, ``101``
   is refused (the proxy never asks to switch protocols);
 - the body framing follows RFC 9112 §6.3: none for ``HEAD``, ``204`` and ``304``;
@@ -25,6 +26,7 @@ whatever bytes a client sent reach the upstream unchanged and back.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from typing import Final, Protocol
@@ -35,6 +37,8 @@ MAX_CHUNK_LINE: Final = 4096
 RECV_BYTES: Final = 64 * 1024
 _TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
+# Control characters a field may not hold (HTAB aside; CR and LF are checked per line).
+_CONTROL_CHARS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _ascii_digits(text: str) -> bool:
@@ -155,7 +159,10 @@ class Answer:
         if request_method == "HEAD" or self.status in (204, 304):
             self._remaining = 0
         elif transfer_encoding is not None:
-            if transfer_encoding.rsplit(",", 1)[-1].strip().lower() == "chunked":
+            codings = [coding.strip().lower() for coding in transfer_encoding.split(",")]
+            if codings.count("chunked") > 1:
+                raise InvalidAnswer("chunked applied more than once")  # RFC 9112 §7: a sender must not
+            if codings[-1] == "chunked":
                 self.chunked = True
             else:
                 self.close_delimited = True
@@ -297,9 +304,11 @@ def _parse_head(sock: socket.socket, head: bytes, rest: bytes) -> Answer:
     lines = text.split("\r\n")
     if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
         raise InvalidAnswer("bare CR or LF in the answer head")  # would let an upstream inject headers
+    if _CONTROL_CHARS.search(text):
+        raise InvalidAnswer("control character in the answer head")  # RFC 9110 §5.5: NUL, CTLs
     version, _, status_reason = lines[0].partition(" ")
     status_text, _, reason = status_reason.partition(" ")
-    if not version.startswith("HTTP/1.") or len(status_text) != 3 or not _ascii_digits(status_text):
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(status_text) != 3 or not _ascii_digits(status_text):
         raise InvalidAnswer("invalid status line")
     if len(lines) > MAX_HEADERS + 1:
         raise InvalidAnswer("too many answer headers")
