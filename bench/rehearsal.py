@@ -15,7 +15,9 @@ The configuration is made through the admin REST API, as an operator would. Then
 
 1. **Failures under load.** GETs and POSTs at a steady rate through nginx, plus queue
    POSTs (202, run by the workers). One node is stopped gracefully (SIGTERM to its
-   gunicorn master) and started again; later another is killed with SIGKILL (every
+   gunicorn master) and started again; another is first taken out of nginx's rotation
+   and then sent SIGTERM, as Kubernetes does with a terminating pod (endpoint removal,
+   ``preStop``), and started again; later a third is killed with SIGKILL (every
    process of the node at once, as when a machine dies). Requests lost (no 2xx for the
    client) are counted per event and method, and so are the requests nginx had to retry
    on another node; every queued task must end ``succeeded``.
@@ -176,14 +178,21 @@ def gateway_node(name: str, app: str, env: dict[str, str], port: int | None = No
     return Proc(name, cmd, env, port)
 
 
-def nginx_conf(port: int, nodes: list[Proc]) -> Path:
-    """Write nginx's config: round robin over the nodes, upstream keep-alive, default retries."""
+def nginx_conf(port: int, nodes: list[Proc], drained: Proc | None = None) -> Path:
+    """Write nginx's config: round robin over the nodes, upstream keep-alive, default retries.
+
+    ``drained``: a node marked ``down`` (taken out of rotation, as Kubernetes takes a
+    terminating pod out of its Service's endpoints).
+    """
     run = OUT / "nginx"
     for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (run / folder).mkdir(parents=True, exist_ok=True)
         (run / folder).chmod(0o777)  # nginx's worker may run as another user when started as root
     # A failed node is tried again after 3 s (nginx default: 10 s), so the later phases see all three.
-    servers = "\n".join(f"    server 127.0.0.1:{node.port} max_fails=1 fail_timeout=3s;" for node in nodes)
+    servers = "\n".join(
+        f"    server 127.0.0.1:{node.port} max_fails=1 fail_timeout=3s{' down' if node is drained else ''};"
+        for node in nodes
+    )
     conf = run / "nginx.conf"
     conf.write_text(
         f"""daemon off;
@@ -386,28 +395,49 @@ def tasks_finished(database_url: str, task_ids: list[str], timeout_s: float) -> 
         time.sleep(0.5)
 
 
-def failure_phase(args: argparse.Namespace, nginx_url: str, nodes: list[Proc], key: str) -> dict[str, object]:
-    load = Load(nginx_url, key, rate_per_s=args.rate, queue_rate_per_s=args.queue_rate)
+def failure_phase(args: argparse.Namespace, nginx: Proc, nodes: list[Proc], key: str) -> dict[str, object]:
+    load = Load(nginx.url, key, rate_per_s=args.rate, queue_rate_per_s=args.queue_rate)
     epoch_started = time.time()
     load.start()
     events: dict[str, tuple[float, float]] = {}
-    node_b, node_c = nodes[1], nodes[2]
+    node_a, node_b, node_c = nodes
+
+    def restart(node: Proc) -> float:
+        time.sleep(1)
+        node.start()
+        wait_ok(node.url + "/readyz")
+        print(f"  {load.now():5.1f} s  {node.name} started again and ready", flush=True)
+        return load.now()
+
     time.sleep(args.steady_s)
     sigterm_at = load.now()
     node_b.popen.send_signal(signal.SIGTERM)  # the master only: gunicorn's graceful stop
     exit_s = node_b.wait(timeout_s=60)
-    print(f"  {sigterm_at:5.1f} s  SIGTERM node-2: exited after {exit_s:.1f} s", flush=True)
-    time.sleep(2)
-    node_b.start()
-    wait_ok(node_b.url + "/readyz")
-    restarted_at = load.now()
-    print(f"  {restarted_at:5.1f} s  node-2 started again and ready", flush=True)
-    events["SIGTERM"] = (sigterm_at, restarted_at)
+    print(f"  {sigterm_at:5.1f} s  SIGTERM {node_b.name}: exited after {exit_s:.1f} s", flush=True)
+    events["SIGTERM"] = (sigterm_at, restart(node_b))
+
+    # As Kubernetes does it: out of rotation first (preStop), then SIGTERM.
+    time.sleep(args.steady_s)
+    drained_at = load.now()
+    nginx_conf(nginx.port, nodes, drained=node_a)
+    nginx.popen.send_signal(signal.SIGHUP)  # nginx reloads; its old workers finish their requests
+    time.sleep(args.drain_s)
+    node_a.popen.send_signal(signal.SIGTERM)
+    exit_s = node_a.wait(timeout_s=60)
+    print(
+        f"  {drained_at:5.1f} s  {node_a.name} out of rotation, SIGTERM {args.drain_s:.0f} s later:"
+        f" exited after {exit_s:.1f} s",
+        flush=True,
+    )
+    nginx_conf(nginx.port, nodes)
+    nginx.popen.send_signal(signal.SIGHUP)
+    events["drain, then SIGTERM"] = (drained_at, restart(node_a))
+
     time.sleep(args.steady_s)
     sigkill_at = load.now()
     node_c.signal_group(signal.SIGKILL)  # master and workers at once, as when the machine dies
     node_c.wait(timeout_s=10)
-    print(f"  {sigkill_at:5.1f} s  SIGKILL node-3 (all its processes)", flush=True)
+    print(f"  {sigkill_at:5.1f} s  SIGKILL {node_c.name} (all its processes)", flush=True)
     time.sleep(args.steady_s)
     events["SIGKILL"] = (sigkill_at, load.now())
     load.stop()
@@ -424,7 +454,7 @@ def failure_phase(args: argparse.Namespace, nginx_url: str, nodes: list[Proc], k
     def event_of(at: float) -> str:
         return next((event for event, (start, end) in events.items() if start <= at < end), "steady")
 
-    for event in ("steady", *events):
+    for event in ("steady", *events):  # each event lasts until the node is back (SIGKILL: the rest)
         window = [o for o in load.outcomes if event_of(o.at) == event]
         lost = Counter(f"{o.method} {o.status}" for o in window if not o.ok)
         result[event] = {
@@ -552,7 +582,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per gateway node [2]")
     parser.add_argument("--rate", type=float, default=120.0, help="HTTP requests per second through nginx [120]")
     parser.add_argument("--queue-rate", type=float, default=5.0, help="queue POSTs per second [5]")
-    parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of load before each event [10]")
+    parser.add_argument("--steady-s", type=float, default=8.0, help="seconds of load before each event [8]")
+    parser.add_argument("--drain-s", type=float, default=2.0, help="out of rotation before SIGTERM, like preStop [2]")
     parser.add_argument("--limit", type=int, default=60, help="rate limit (per minute) of the exactness check [60]")
     parser.add_argument("--upstream-delay-s", type=float, default=0.2, help="upstream answer delay [0.2]")
     args = parser.parse_args()
@@ -603,7 +634,7 @@ def main() -> None:
         print(f"3 gateway nodes x {args.workers} workers, admin panel, 2 workers, nginx round robin: up", flush=True)
 
         print(f"1. failures under load ({args.rate:.0f} req/s + {args.queue_rate:.0f} queue posts/s)", flush=True)
-        result["failures"] = failure_phase(args, nginx.url, nodes, config.key)
+        result["failures"] = failure_phase(args, nginx, nodes, config.key)
         print("2. rate-limit exactness", flush=True)
         result["rate_limit"] = rate_limit_phase(nginx.url, nodes, config.key, args.limit)
         print("3. config propagation", flush=True)
