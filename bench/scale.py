@@ -224,6 +224,11 @@ def child_main(args: argparse.Namespace) -> None:
         out: dict[str, object] = seed(args.services, args.upstream)
         out.update(compile_times())
         print(json.dumps(out), flush=True)
+    elif args.child == "full":
+        from routing import reload
+
+        started = time.time()
+        print(reload.reload_now(), started, flush=True)  # names no rows: every worker compiles everything
     else:
         change_loop(args.changes, args.interval)
 
@@ -242,6 +247,7 @@ class Stack:
     ports: list[int] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     seeded: dict[str, object] = field(default_factory=dict)
+    rss_after_first: list[float] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -343,8 +349,8 @@ class Probe:
         self._thread.join()
 
 
-def propagate(stack: Stack, changes: int, interval_s: float) -> dict[str, float]:
-    """Make ``changes`` changes; return propagation and probe figures."""
+def change_leg(stack: Stack, changes: int, interval_s: float) -> tuple[list[float], Probe]:
+    """Make ``changes`` changes; return each one's time until every worker swapped, and the probe's latencies."""
     pids = stack.worker_pids()
     with Probe(stack.urls(), stack.key) as probe:
         proc = child(stack.env, "--child", "change", "--changes", str(changes), "--interval", str(interval_s))
@@ -359,16 +365,54 @@ def propagate(stack: Stack, changes: int, interval_s: float) -> dict[str, float]
             after = [when for v, when in swaps.get(pid, []) if v >= version]
             per_worker.append(min(after) - at if after else float("inf"))
         worst.append(max(per_worker))
+    return worst, probe
+
+
+def propagate(stack: Stack, changes: int, interval_s: float) -> dict[str, float]:
+    """Probe at rest, then make ``changes`` changes (RSS sampled after the first tenth); return the figures."""
+    with Probe(stack.urls(), stack.key) as rest:
+        time.sleep(8.0)
+    first = max(1, changes // 10)
+    worst, probe = change_leg(stack, first, interval_s)
+    stack.rss_after_first = stack.rss_mib()
+    more_worst, more = change_leg(stack, changes - first, interval_s)
+    worst += more_worst
+    probe.latencies_ms += more.latencies_ms
+    probe.failures += more.failures
     return {
-        "changes": len(committed),
+        "rest_p50_ms": percentile(rest.latencies_ms, 0.5),
+        "rest_p99_ms": percentile(rest.latencies_ms, 0.99),
+        "first_changes": first,
+        "changes": len(worst),
         "p50_s": percentile(worst, 0.5),
         "p99_s": percentile(worst, 0.99),
         "max_s": max(worst),
         "probe_p50_ms": percentile(probe.latencies_ms, 0.5),
         "probe_p99_ms": percentile(probe.latencies_ms, 0.99),
         "probe_max_ms": max(probe.latencies_ms),
-        "probe_failures": probe.failures,
         "probe_requests": len(probe.latencies_ms),
+        "probe_failures": probe.failures,
+    }
+
+
+def full_reload(stack: Stack) -> dict[str, float]:
+    """Request a reload that names no rows (``gateway_reload``); time every worker's whole compile."""
+    pids = stack.worker_pids()
+    with Probe(stack.urls(), stack.key) as probe:
+        out, _ = child(stack.env, "--child", "full").communicate(timeout=120)
+        version, at = int(out.split()[0]), float(out.split()[1])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            swaps = stack.swaps()
+            done = [min((w for v, w in swaps.get(pid, []) if v >= version), default=None) for pid in pids]
+            if all(d is not None for d in done):
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)
+    return {
+        "full_s": max((d - at) if d is not None else float("inf") for d in done),
+        "probe_p99_ms": percentile(probe.latencies_ms, 0.99),
+        "probe_max_ms": max(probe.latencies_ms),
     }
 
 
@@ -380,7 +424,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; figures are medians (default 3)")
     parser.add_argument("--changes", type=int, default=100, help="admin changes per size (default 100)")
     parser.add_argument("--interval", type=float, default=0.3, help="seconds between two changes (default 0.3)")
-    parser.add_argument("--child", choices=["seed", "change"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["seed", "change", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--services", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -470,9 +514,11 @@ def main() -> None:
 
         propagation = {}
         rss_changed = {}
+        full: dict[int, dict[str, float]] = {}
         for stack in stacks:
             propagation[stack.services] = propagate(stack, args.changes, args.interval)
             rss_changed[stack.services] = stack.rss_mib()
+            full[stack.services] = full_reload(stack)
             print(f"{stack.services} services: {args.changes} changes done (load {load_avg()})", flush=True)
     finally:
         for process in reversed(processes):
@@ -486,27 +532,34 @@ def main() -> None:
     )
     print(
         f"{'services':>8} {'keys':>7} {'entries':>7} {'req/s':>7} {'vs 1st':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'compile ms':>10} {'apply ms':>8} {'RSS MiB':>13} {'after chg':>13} "
+        f"{'compile ms':>10} {'apply ms':>8} {'RSS MiB':>13} {'after 10%':>13} {'after chg':>13} "
         f"{'prop p50/p99/max s':>19} {'probe p99/max ms':>17}"
     )
     for services in sizes:
         result, prop = throughput[services], propagation[services]
         seeded = next(s.seeded for s in stacks if s.services == services)
         loaded, changed = rss_loaded[services], rss_changed[services]
+        first = next(s.rss_after_first for s in stacks if s.services == services)
         print(
             f"{services:8d} {services * KEYS_PER_SERVICE:7d} {services * APPLICATIONS // ENTRY_SHARE:7d} "
             f"{result.requests_per_s:7.0f} {result.requests_per_s / smallest:6.2f} {result.p50_ms:7.2f} "
             f"{result.p99_ms:7.2f} {seeded['full_compile_s'] * 1000:10.0f} {seeded['apply_one_change_s'] * 1000:8.1f} "
-            f"{min(loaded):6.0f}-{max(loaded):<6.0f} {min(changed):6.0f}-{max(changed):<6.0f} "
+            f"{min(loaded):6.0f}-{max(loaded):<6.0f} {min(first):6.0f}-{max(first):<6.0f} "
+            f"{min(changed):6.0f}-{max(changed):<6.0f} "
             f"{prop['p50_s']:6.3f}/{prop['p99_s']:.3f}/{prop['max_s']:.3f} "
             f"{prop['probe_p99_ms']:8.1f}/{prop['probe_max_ms']:.0f}"
         )
     for services in sizes:
         prop = propagation[services]
         print(
-            f"  {services} services: {prop['changes']:.0f} changes; probe {prop['probe_requests']:.0f} requests, "
-            f"{prop['probe_failures']:.0f} not 200, p50 {prop['probe_p50_ms']:.1f} ms; errors under load "
-            f"{throughput[services].errors}"
+            f"  {services} services: {prop['changes']:.0f} changes (RSS also after the first "
+            f"{prop['first_changes']:.0f}); probe {prop['probe_requests']:.0f} requests during them "
+            f"({prop['probe_failures']:.0f} not 200), "
+            f"p50 {prop['probe_p50_ms']:.1f} ms (at rest before: p50 {prop['rest_p50_ms']:.1f} ms, "
+            f"p99 {prop['rest_p99_ms']:.1f} ms); errors under load "
+            f"{throughput[services].errors}; a reload naming no rows (whole compile) reached every worker in "
+            f"{full[services]['full_s']:.2f} s, probe p99 {full[services]['probe_p99_ms']:.0f} ms, "
+            f"max {full[services]['probe_max_ms']:.0f} ms meanwhile"
         )
     print(f"\nlogs in {work}")
 
