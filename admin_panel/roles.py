@@ -52,20 +52,47 @@ ROLES: Mapping[str, tuple[str, ...]] = {
 
 
 def roles_ensure(**kwargs: object) -> None:
-    """Create the three groups and set their permissions (a ``post_migrate`` receiver)."""
-    from django.contrib.auth.models import Group, Permission
+    """Create the three groups and set their permissions (a ``post_migrate`` receiver).
+
+    Runs after every migrate and every test-database flush, so it is kept to a few
+    queries; permissions of an app whose own ``post_migrate`` has not run yet are
+    created first.
+    """
+    from django.contrib.auth.models import Group
 
     using = str(kwargs.get("using") or "default")
-    for config in apps.get_app_configs():  # permissions of every app first: this may run before theirs
-        create_permissions(config, verbosity=0, using=using)
-    for name, wanted in ROLES.items():
+    wanted = {perm for perms in ROLES.values() for perm in perms if _installed(_table_of(perm))}
+    found = _permissions(wanted, using)
+    missing_apps = {perm.split(".")[0] for perm in wanted - set(found)}
+    if missing_apps:
+        for app_label in missing_apps:
+            create_permissions(apps.get_app_config(app_label), verbosity=0, using=using)
+        found = _permissions(wanted, using)
+    desired = {(name, perm) for name, perms in ROLES.items() for perm in perms if perm in found}
+    held = Group.permissions.through.objects.using(using).filter(group__name__in=list(ROLES))
+    current = {
+        (row["group__name"], f"{row['permission__content_type__app_label']}.{row['permission__codename']}")
+        for row in held.values("group__name", "permission__content_type__app_label", "permission__codename")
+    }
+    if current == desired and Group.objects.using(using).filter(name__in=list(ROLES)).count() == len(ROLES):
+        return  # the usual case after the first migrate: two queries
+    for name, perms in ROLES.items():
         group, _ = Group.objects.using(using).get_or_create(name=name)
-        permissions = [p for p in Permission.objects.using(using).select_related("content_type") if _label(p) in wanted]
-        group.permissions.set(permissions)
+        group.permissions.set([found[perm] for perm in perms if perm in found])
 
 
-def _label(permission: object) -> str:
-    return f"{permission.content_type.app_label}.{permission.codename}"  # type: ignore[attr-defined]  # Permission
+def _table_of(perm: str) -> str:
+    app_label, codename = perm.split(".")
+    return f"{app_label}.{codename.split('_', 1)[1]}"
+
+
+def _permissions(wanted: set[str], using: str) -> dict[str, object]:
+    from django.contrib.auth.models import Permission
+
+    labels = {perm.split(".")[0] for perm in wanted}
+    rows = Permission.objects.using(using).filter(content_type__app_label__in=labels).select_related("content_type")
+    found = {f"{p.content_type.app_label}.{p.codename}": p for p in rows}
+    return {perm: row for perm, row in found.items() if perm in wanted}
 
 
 def connect(config: AppConfig) -> None:
