@@ -1,8 +1,9 @@
 """Per-minute rate limits per application or client IP, shared through the cache (SPEC §4.6).
 
 Counting follows django-ratelimit's core: fixed windows whose edges are staggered
-per counted value (``core._get_window``), counters named by ``core._make_cache_key``
-and kept ``EXPIRATION_FUDGE`` seconds past their window. The strategies sit behind
+per counted value (as ``core._get_window`` does), counters named by a digest of the
+group, rate, window and value (``counter_name``), kept ``EXPIRATION_FUDGE`` seconds past
+their window. The strategies sit behind
 one interface, as Kong's local / redis policies do:
 
 - ``RedisCounter``: with ``REDIS_URL`` set, the Redis behind the Django cache; one
@@ -28,6 +29,7 @@ while the others keep counting in process.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import os
@@ -43,7 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
-from django_ratelimit.core import EXPIRATION_FUDGE, _make_cache_key
+from django_ratelimit.core import EXPIRATION_FUDGE
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway_core.conf import gateway_config
@@ -69,6 +71,16 @@ def window_end(value: str, period_s: int, now: float) -> int:
     ts = int(now)
     end = ts - (ts % period_s) + (zlib.crc32(value.encode()) % period_s)
     return end + period_s if end < ts else end
+
+
+def counter_name(value: str, limit: int, window_end_s: int) -> str:
+    """Return the cache key counting ``value``'s hits at ``limit`` per minute in the window ending then.
+
+    A digest, so a counted value (an application id, a user, an IP) never appears in a
+    cache key and any value fits Redis and memcached key rules.
+    """
+    raw = f"{GROUP}|{limit}/{WINDOW_S}s|{window_end_s}|{value}".encode()
+    return "rl:" + hashlib.sha256(raw).hexdigest()
 
 
 class Counter(Protocol):
@@ -163,7 +175,7 @@ class RedisCounter:
         if command is None:
             if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
                 self._commands.clear()
-            # _make_cache_key's names are hex digests: nothing for make_and_validate_key to reject.
+            # counter_name's names are hex digests: nothing for make_and_validate_key to reject.
             command = self._commands[cache_key] = connection.pack_command("INCR", self._make_key(cache_key))
         connection.send_packed_command(command, check_health=False)
         return int(connection.read_response())
@@ -330,7 +342,7 @@ class RateLimiter:
             # one more round trip (the shared count still refuses).
             self._windows.clear()
         end = window_end(value, WINDOW_S, ts)
-        window = _Window(end=end, cache_key=_make_cache_key(GROUP, end, (limit, WINDOW_S), value, None))
+        window = _Window(end=end, cache_key=counter_name(value, limit, end))
         self._windows[value, limit] = window
         return window
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
-from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window
 
 from access import ratelimit
 from access.ratelimit import (
@@ -403,7 +403,7 @@ def test_redis_counter_is_exact_under_concurrency() -> None:
     assert sum(allowed) == 40
     assert len(allowed) == 200
     end = window_end(value, WINDOW_S, time.time())
-    stored = cache.make_and_validate_key(_make_cache_key(ratelimit.GROUP, end, (40, WINDOW_S), value, None))
+    stored = cache.make_and_validate_key(ratelimit.counter_name(value, 40, end))
     client = cache._cache.get_client(stored)
     # Requests past the limit stop counting once this process saw the counter exhausted.
     assert 40 < int(client.get(stored)) <= 200
