@@ -80,7 +80,9 @@ class ResponseBody:
 
     def close(self) -> None:
         response = self.response
-        closers = response._resource_closers  # Django 5.2: what close() runs before the signal
+        # Django has no public way to close a response without sending request_finished
+        # (HttpResponseBase.close does both); its closers list is what close() runs first.
+        closers = response._resource_closers
         for closer in closers:
             try:
                 closer()
