@@ -495,10 +495,12 @@ def rate_limit_phase(nginx_url: str, nodes: list[Proc], key: str, limit: int) ->
                 statuses[status] += 1
 
     threads = [threading.Thread(target=burst, args=(limit * 3 // 15,)) for _ in range(15)]
+    burst_started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    burst_s = time.monotonic() - burst_started
     after = node_counts(nodes, "limited")
     admitted = statuses[200] + (1 if probe.status_code == 200 else 0)
     return {
@@ -508,6 +510,9 @@ def rate_limit_phase(nginx_url: str, nodes: list[Proc], key: str, limit: int) ->
         "refused_429": statuses[429],
         "other": {str(k): v for k, v in statuses.items() if k not in (200, 429)},
         "served_per_node": [after[i] - before[i] for i in range(len(nodes))],
+        # A burst longer than what was left of the window is counted in two windows.
+        "burst_s": round(burst_s, 2),
+        "window_left_s": reset_s,
         "exact": admitted == limit,
     }
 
