@@ -121,12 +121,16 @@ class Introspector:
         return None
 
 
-def http_post(timeout_s: float) -> Post:
-    """Return an introspection client: form POST with ``timeout_s``, no redirects, JSON answer ≤ 64 KiB."""
+def http_post(timeout_s: float, ca_bundle: str = "") -> Post:
+    """Return an introspection client: form POST with ``timeout_s``, no redirects, JSON answer ≤ 64 KiB.
+
+    https is verified against ``ca_bundle`` (a PEM file) when given, else requests' bundle.
+    """
     import requests
 
     session = requests.Session()
     session.trust_env = False  # no proxy or netrc from the environment for credentials
+    session.verify = ca_bundle or True
 
     def post(url: str, form: Mapping[str, str], authorization: str | None) -> Mapping[str, object]:
         headers = {"Accept": "application/json"}

@@ -306,12 +306,16 @@ def _spawn_thread(run: Callable[[], None]) -> None:
     threading.Thread(target=run, name="jwks-refresh", daemon=True).start()
 
 
-def http_fetch(timeout_s: float) -> Fetch:
-    """Return a JWKS fetcher: GET with ``timeout_s`` (connect and read), no redirects, ≤ 1 MiB."""
+def http_fetch(timeout_s: float, ca_bundle: str = "") -> Fetch:
+    """Return a JWKS fetcher: GET with ``timeout_s`` (connect and read), no redirects, ≤ 1 MiB.
+
+    https is verified against ``ca_bundle`` (a PEM file) when given, else requests' bundle.
+    """
     import requests
 
     session = requests.Session()
     session.trust_env = False  # no proxy or netrc from the environment for key material
+    session.verify = ca_bundle or True
 
     def fetch(url: str) -> Fetched:
         try:

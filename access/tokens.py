@@ -334,15 +334,19 @@ def token_verifier() -> TokenVerifier:
 
     ``GATEWAY_TOKEN_FETCH_TIMEOUT_MS`` [3000]: connect and read timeout of JWKS and
     introspection requests; ``GATEWAY_TOKEN_MEMO_SIZE`` [10000]: verified tokens
-    remembered per process.
+    remembered per process; ``GATEWAY_UPSTREAM_CA_BUNDLE`` [requests' bundle]: the CAs
+    their https endpoints are verified against.
     """
     from django.conf import settings
 
+    from gateway_core.conf import gateway_config
+
     timeout_s = _env_int("GATEWAY_TOKEN_FETCH_TIMEOUT_MS", 3000, minimum=1) / 1000.0
+    ca_bundle = gateway_config().upstream_ca_bundle  # an internal CA signs internal issuers too
     return TokenVerifier(
         settings.SECRET_KEY,
-        jwks=JwksCache(http_fetch(timeout_s), wait_s=timeout_s + 1.0),
-        introspector=Introspector(http_post(timeout_s)),
+        jwks=JwksCache(http_fetch(timeout_s, ca_bundle), wait_s=timeout_s + 1.0),
+        introspector=Introspector(http_post(timeout_s, ca_bundle)),
         memo_size=_env_int("GATEWAY_TOKEN_MEMO_SIZE", 10_000, minimum=1),
     )
 

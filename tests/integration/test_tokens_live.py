@@ -443,3 +443,41 @@ def test_quick_start_log_in_then_call_pipelines_with_the_token(
         for server in servers.values():
             server.shutdown()
             server.server_close()
+
+
+def test_an_https_jwks_is_verified_against_the_configured_ca(
+    gateway_server: Callable[..., GunicornProcess], echo_upstream: EchoUpstream, tmp_path
+) -> None:
+    import ssl
+    import subprocess
+
+    cert, private = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(private), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = _IssuerServer(0)
+    key = new_key()
+    server.keys = [public_jwk(key, "k1")]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, private)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        make_service("orders", echo_upstream.url)
+        app = make_app("web", entries=[{"path": "/api/v1/orders/*"}])
+        trust(app, issuer=ISS, jwks_url=f"https://127.0.0.1:{server.server_address[1]}/jwks", algorithms=["RS256"])
+        untrusting = gateway_server(workers=1)
+        assert_refused(call(untrusting, "/api/v1/orders/1", token(key)), 503, "issuer_unavailable")
+        assert server.jwks_hits == 0  # the handshake failed: no key was served
+        untrusting.stop()
+        trusting = gateway_server(workers=1, env={"GATEWAY_UPSTREAM_CA_BUNDLE": str(cert)})
+        assert call(trusting, "/api/v1/orders/1", token(key)).status_code == 200
+        assert server.jwks_hits == 1
+    finally:
+        server.shutdown()
+        server.server_close()
