@@ -42,9 +42,17 @@ def application(environ: dict[str, object], start_response: Callable[..., object
     if length:
         lines.append(b"Content-Length: %d" % length)
     body = environ["wsgi.input"].read(length) if length else b""  # type: ignore[attr-defined]  # a WSGI stream
+    head = b"\r\n".join(lines) + b"\r\n\r\n" + body
     sock, reader = _lease()
-    sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+    sock.sendall(head)
     status_line = reader.readline()  # type: ignore[attr-defined]  # the socket's file
+    if not status_line:  # a kept-alive socket the upstream had closed: once more on a new one, as the gateway does
+        sock.close()
+        while _idle:  # idle as long as this one: closed by the upstream's keep-alive timeout too
+            _idle.pop()[0].close()
+        sock, reader = _lease()
+        sock.sendall(head)
+        status_line = reader.readline()  # type: ignore[attr-defined]
     headers: list[tuple[str, str]] = []
     size = 0
     while (line := reader.readline()) not in (b"\r\n", b"\n", b""):  # type: ignore[attr-defined]
