@@ -201,7 +201,7 @@ class ServiceConfigAdmin(ChangeValuesMixin, admin.ModelAdmin):
             return "n/a"
         item = health.get(obj.service_name)
         if item is None:
-            return format_html('<span class="gw-health idle">no traffic</span>')
+            return format_html('<span class="gw-health idle">{}</span>', "no traffic")
         rate = item["error_rate"] or 0.0
         p95 = item["p95_ms"]
         fallback = item["fallback_share"] or 0.0

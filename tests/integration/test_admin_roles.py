@@ -95,6 +95,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, object] | None, frozenset[str]]] = [
     ("GET", "/admin/access/applications/{app}/api-keys", None, V | E | K),
     ("POST", "/admin/access/applications/{app}/api-keys", {"name": "new"}, K),
     ("DELETE", "/admin/access/applications/{app}/api-keys/{key}", None, K),
+    ("GET", "/admin/access/applications/{app}/token-issuers", None, V | E),
+    ("POST", "/admin/access/applications/{app}/token-issuers", {"issuer": "https://id.example.com"}, E),
     ("GET", "/admin/cache", None, V | E),
     ("POST", "/admin/cache/refresh", None, E),
     ("GET", "/admin/config/export", None, V | E),
