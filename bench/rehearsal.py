@@ -58,6 +58,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import redis
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -495,12 +496,15 @@ def rate_limit_phase(nginx_url: str, nodes: list[Proc], key: str, limit: int) ->
                 statuses[status] += 1
 
     threads = [threading.Thread(target=burst, args=(limit * 3 // 15,)) for _ in range(15)]
+    pings = RedisPings(os.environ["REDIS_URL"])
+    pings.start()
     burst_started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     burst_s = time.monotonic() - burst_started
+    pings.stop()
     after = node_counts(nodes, "limited")
     admitted = statuses[200] + (1 if probe.status_code == 200 else 0)
     return {
@@ -513,8 +517,41 @@ def rate_limit_phase(nginx_url: str, nodes: list[Proc], key: str, limit: int) ->
         # A burst longer than what was left of the window is counted in two windows.
         "burst_s": round(burst_s, 2),
         "window_left_s": reset_s,
+        # A gateway worker counts in process while its Redis call has been unanswered for
+        # 50 ms (access/ratelimit.py, suspect_after_s): slow round trips loosen the limit.
+        "redis_ping_ms_p50_max": pings.summary_ms(),
         "exact": admitted == limit,
     }
+
+
+class RedisPings:
+    """Time a Redis PING every 10 ms from this process while a burst runs."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=2)
+        self.rtts_s: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            with contextlib.suppress(redis.RedisError):
+                self.client.ping()
+                self.rtts_s.append(time.perf_counter() - started)
+            time.sleep(0.01)
+
+    def summary_ms(self) -> list[float]:
+        if not self.rtts_s:
+            return []
+        return [round(statistics.median(self.rtts_s) * 1000, 1), round(max(self.rtts_s) * 1000, 1)]
 
 
 def node_counts(nodes: list[Proc], service: str) -> list[int]:
