@@ -298,7 +298,13 @@ def identify_token(ctx: RequestContext, token: str) -> None:
 
 
 def identify_bearer(ctx: RequestContext) -> bool:
-    """Identify the caller from ``Authorization: Bearer``; return False when the request has none."""
+    """Identify the caller from ``Authorization: Bearer``; return False when the request has none.
+
+    A gateway that trusts no token issuer at all leaves ``Authorization`` alone: it is
+    then an end-to-end header for the upstream's own use, as before issuers existed.
+    """
+    if not ctx.snapshot.issuers and not ctx.snapshot.introspection_issuers:
+        return False
     try:
         token = bearer_token(ctx.request.META)
     except TokenRefused as refused:

@@ -518,3 +518,15 @@ def test_rate_limit_by_user_counts_per_token_user_and_keys_per_application() -> 
     assert counter(by_user, app, None) == f"app:{APP_ID}"  # a key caller
     assert counter(by_app, app, "alice") == f"app:{APP_ID}"
     assert counter(by_user, None, None) == "ip:10.0.0.9"
+
+
+def test_without_any_issuer_authorization_is_left_to_the_upstream() -> None:
+    from access.tokens import identify_bearer
+
+    meta = {"HTTP_AUTHORIZATION": "Bearer the-upstreams-own-token"}
+    bare = SimpleNamespace(request=SimpleNamespace(META=meta), snapshot=snapshot())
+    assert identify_bearer(bare) is False  # type: ignore[arg-type]  # a stand-in context
+    trusting = SimpleNamespace(request=SimpleNamespace(META=meta), snapshot=snapshot(issuer()))
+    with pytest.raises(GatewayError) as caught:
+        identify_bearer(trusting)  # type: ignore[arg-type]
+    assert (caught.value.status, caught.value.code) == (401, ErrorCode.INVALID_TOKEN)
