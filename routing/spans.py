@@ -39,18 +39,17 @@ def request_start(request: HttpRequest) -> None:
     method = request.method or "GET"
     method = method if method in KNOWN_METHODS else "_OTHER"
     parent = tracing.parse_traceparent(meta.get("HTTP_TRACEPARENT"), meta.get("HTTP_TRACESTATE"))
-    protocol = str(meta.get("SERVER_PROTOCOL", ""))
-    span = tracing.start_span(
-        method,
-        SpanKind.SERVER,
-        parent=parent,
-        attributes={
-            "http.request.method": method,
-            "url.scheme": str(meta.get("wsgi.url_scheme", "http")),
-            "network.peer.address": str(meta.get("REMOTE_ADDR", "")),
-            "network.protocol.version": protocol.removeprefix("HTTP/") if protocol else "1.1",
-        },
-    )
+    span = tracing.start_span(method, SpanKind.SERVER, parent=parent)
+    if span.recording:  # an unsampled span only carries ids: nothing to fill in
+        protocol = str(meta.get("SERVER_PROTOCOL", ""))
+        span.attributes.update(
+            {
+                "http.request.method": method,
+                "url.scheme": str(meta.get("wsgi.url_scheme", "http")),
+                "network.peer.address": str(meta.get("REMOTE_ADDR", "")),
+                "network.protocol.version": protocol.removeprefix("HTTP/") if protocol else "1.1",
+            }
+        )
     tracing.activate(span)
 
 
@@ -103,19 +102,20 @@ def upstream_attempt(
             return send(ctx, base_url, path, *args, **kwargs)
         server = tracing.current_span()
         method = ctx.request.method or "GET"
-        parts = urlsplit(base_url)
-        attributes: dict[str, object] = {
-            "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-            # Without credentials or query string.
-            "url.full": f"{parts.scheme}://{_netloc(parts.hostname or '', parts.port)}{parts.path.rstrip('/')}{path}",
-        }
-        if ctx.fallback_used:
-            attributes["gateway.fallback"] = True
-        span = tracing.start_span(
-            attributes["http.request.method"], SpanKind.CLIENT, parent=server, attributes=attributes
-        )  # type: ignore[arg-type]  # a str
+        method = method if method in KNOWN_METHODS else "_OTHER"
+        span = tracing.start_span(method, SpanKind.CLIENT, parent=server)
+        if span.recording:
+            address, port, url_base = _upstream_parts(base_url)
+            span.attributes.update(
+                {
+                    "http.request.method": method,
+                    "server.address": address,
+                    "server.port": port,
+                    "url.full": url_base + path,
+                }
+            )
+            if ctx.fallback_used:
+                span.attributes["gateway.fallback"] = True
         tracing.activate(span)
         try:
             response = send(ctx, base_url, path, *args, **kwargs)
@@ -150,6 +150,16 @@ def propagate(headers: dict[str, str]) -> None:
         headers["tracestate"] = state
 
 
-def _netloc(host: str, port: int | None) -> str:
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{port}" if port is not None else host
+@functools.lru_cache(maxsize=1024)
+def _upstream_parts(base_url: str) -> tuple[str, int, str]:
+    """Return ``(server.address, server.port, url.full without the path)`` of an upstream base URL.
+
+    The URL loses any ``user:password@`` (and a query, which a base URL has no use for).
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        shown = f"{shown}:{parts.port}"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return host, port, f"{parts.scheme}://{shown}{parts.path.rstrip('/')}"

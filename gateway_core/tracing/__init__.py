@@ -100,7 +100,7 @@ class Span:
         self.recording = bool(context.trace_flags & TraceFlags.SAMPLED)
         self.attributes: dict[str, object] = attributes if attributes is not None else {}
         self.status: Status | None = None
-        self.start_ns = time.time_ns()
+        self.start_ns = time.time_ns() if self.recording else 0
 
     @property
     def trace_id(self) -> str:
@@ -146,6 +146,7 @@ class Span:
 
 
 _UNSET = Status(StatusCode.UNSET)
+_EMPTY_STATE = TraceState()
 
 
 def start_span(
@@ -177,7 +178,7 @@ def start_span(
     sampler_parent = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)) if parent is not None else None
     result = provider.sampler.should_sample(sampler_parent, trace_id, name, kind, attributes)
     sampled = result.decision is Decision.RECORD_AND_SAMPLE
-    trace_state = result.trace_state if result.trace_state is not None else TraceState()
+    trace_state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
     context = SpanContext(
         trace_id,
         ids.generate_span_id(),

@@ -1,0 +1,144 @@
+"""What tracing costs in CPU per request: off, on at 100 %, on at 1 %, measured in process.
+
+    .venv/bin/python bench/tracing_cpu.py [--requests 1024] [--slices 9] [--baseline REV]
+
+Seeds bench/run.py's public route on a fresh SQLite config, starts its upstream and the
+OTLP sink (bench/otlp_sink.py), then runs one child process per mode, in turn, round
+after round. Each child is what a gunicorn gevent worker is (monkey-patched, the
+gateway's WSGI application, its tracing set up from ``OTEL_*``) and calls the
+application for ``--slices`` slices of ``--requests`` requests, timing each slice's
+process CPU (``time.process_time``: the batch processor's exports, which run in their
+own greenlet between requests, are inside the slice). CPU time is what a load on a
+shared machine disturbs least, so these figures are steadier than bench/run.py's
+requests per second. ``--baseline REV`` adds the gateway of an older commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if "--child" not in sys.argv:  # a child imports the gateway of its own tree (PYTHONPATH): the baseline's
+    sys.path.insert(0, str(ROOT))
+
+MODES = ("tracing off", "tracing 100 %", "tracing 1 %")
+
+
+def child(requests_per_slice: int, slices: int) -> None:
+    """Run in a mode's child process: print the CPU µs per request of each slice as JSON."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    import io
+    import time
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the access log goes to stdout, as in gunicorn
+    import gateway_project.wsgi as wsgi
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/v1/bench/items",
+        "QUERY_STRING": "page=1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "4200",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:4200",
+        "HTTP_ACCEPT": "*/*",
+        "HTTP_USER_AGENT": "wrk",
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        if not status.startswith("200"):
+            raise RuntimeError(f"the bench route answered {status}")
+
+    def one() -> None:
+        body = wsgi.application({**environ, "wsgi.input": io.BytesIO(b"")}, start_response)
+        for _chunk in body:
+            pass
+        body.close()
+
+    for _ in range(300):  # warm-up: pools, caches
+        one()
+    per_request_us = []
+    for _ in range(slices):
+        started = time.process_time()
+        for _ in range(requests_per_slice):
+            one()
+        per_request_us.append((time.process_time() - started) / requests_per_slice * 1e6)
+    print(json.dumps(per_request_us), file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1024, help="requests per slice (default 1024)")
+    parser.add_argument("--slices", type=int, default=9, help="slices per mode and round (default 9)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the gateway of commit REV (git archive)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.requests, args.slices)
+        return
+
+    from bench import tracing_targets
+    from bench.run import PYTHON, Process, free_port, seed_gateway, start, start_upstream, wait_ready
+
+    work = Path(tempfile.mkdtemp(prefix="gateway-tracing-cpu-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_SETTINGS_MODULE", "OTEL_"))}
+    env.update(
+        SECRET_KEY="bench-only-not-a-secret",  # noqa: S106 - a throwaway benchmark database
+        GATEWAY_IGNORE_DOTENV="1",
+        ALLOWED_HOSTS="*",
+        DATABASE_URL=f"sqlite:///{work}/bench.sqlite3",
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("REDIS_URL", None)  # the in-process counter, as bench/run.py without Redis
+    upstream_port, sink_port = free_port(), free_port()
+    processes: list[Process] = []
+    sink = f"http://127.0.0.1:{sink_port}"
+    modes: dict[str, tuple[dict[str, str], Path]] = {
+        "tracing off": (env, ROOT),
+        "tracing 100 %": ({**env, **tracing_targets.tracing_env(sink, 1.0)}, ROOT),
+        "tracing 1 %": ({**env, **tracing_targets.tracing_env(sink, 0.01)}, ROOT),
+    }
+    if args.baseline:
+        baseline_dir = tracing_targets.extract_baseline(ROOT, args.baseline, work)
+        modes = {f"baseline {args.baseline}": ({**env, "PYTHONPATH": str(baseline_dir)}, baseline_dir), **modes}
+    results: dict[str, list[float]] = {name: [] for name in modes}
+    try:
+        processes.append(start_upstream(upstream_port, env, work))
+        processes.append(start("otlp-sink", [PYTHON, "bench/otlp_sink.py", str(sink_port)], env, work))
+        wait_ready(f"http://127.0.0.1:{upstream_port}/")
+        seed_gateway(env, f"http://127.0.0.1:{upstream_port}")
+        for _ in range(args.rounds):
+            for name, (mode_env, tree) in modes.items():
+                cmd = [PYTHON, str(Path(__file__)), "--child", "--requests", str(args.requests)]
+                cmd += ["--slices", str(args.slices)]
+                done = subprocess.run(cmd, cwd=tree, env=mode_env, capture_output=True, text=True, check=True)
+                results[name].extend(json.loads(done.stderr.strip().splitlines()[-1]))
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+    reference_name = next(iter(modes))
+    reference = statistics.median(results[reference_name])
+    print(f"CPU per public request, in process ({args.rounds} rounds x {args.slices} slices of {args.requests}):")
+    print(f"{'mode':24} {'median us':>10} {'best us':>8} {'vs ' + reference_name:>22}")
+    for name, values in results.items():
+        median = statistics.median(values)
+        print(f"{name:24} {median:10.1f} {min(values):8.1f} {reference / median:21.3f}x")
+    print(f"\nlogs in {work}")
+
+
+if __name__ == "__main__":
+    main()
