@@ -205,13 +205,14 @@ def reload_now(changes: Iterable[Change] | None = None) -> int:
     """
     version = revision_bump(changes)
     _publish(version)
-    config_committed.send(sender=None, version=version)
     watcher = _local_watcher
     if watcher is not None and watcher.alive():
         watcher.wake()
     elif snapshot.installed() is not None:
         # No watcher here (admin panel, shell, tests): refresh this process directly.
         refresh()
+    # Last: the config history records the change once every process has been told of it.
+    config_committed.send(sender=None, version=version)
     return version
 
 
