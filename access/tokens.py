@@ -30,7 +30,7 @@ from functools import cache
 import jwt
 from jwt.exceptions import ExpiredSignatureError, PyJWTError
 
-from access.introspection import NEGATIVE_TTL_S, POSITIVE_TTL_S, Introspector, http_post, scopes_of
+from access.introspection import NEGATIVE_TTL_S, POSITIVE_TTL_S, Introspected, Introspector, http_post, scopes_of
 from access.jwks import FetchFailed, IssuerUnavailable, JwksCache, http_fetch
 from access.keys import BoundedLru
 from gateway_core.context import RequestContext
@@ -58,6 +58,17 @@ class TokenIdentity:
     scopes: frozenset[str]
     valid_until: float
     signing_key: object | None = None
+
+
+class _Introspection:
+    """One introspection in progress; concurrent requests with the same token wait for it."""
+
+    __slots__ = ("done", "failed", "found")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.found: Introspected | None = None
+        self.failed = False
 
 
 class TokenRefused(Exception):
@@ -100,7 +111,8 @@ class TokenVerifier:
 
     Options (defaults in brackets): ``memo_size`` [10000] tokens remembered (LRU);
     ``jwks`` and ``introspector`` (the HTTP sides, swapped in tests); ``clock``
-    [time.time], the wall clock of ``exp``.
+    [time.time], the wall clock of ``exp``; ``introspection_wait_s`` [10]: how long a
+    request waits for another request's introspection of the same token.
     """
 
     def __init__(
@@ -111,6 +123,7 @@ class TokenVerifier:
         introspector: Introspector,
         memo_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        introspection_wait_s: float = 10.0,
     ) -> None:
         # Keyed BLAKE2b is a MAC in one call: half the cost of copying a keyed HMAC per request.
         self._digest_key = hmac.new(secret_key.encode(), _MEMO_CONTEXT, hashlib.sha256).digest()
@@ -120,6 +133,8 @@ class TokenVerifier:
         self._memo: BoundedLru[bytes, TokenIdentity] = BoundedLru(memo_size)
         self._inactive: BoundedLru[bytes, float] = BoundedLru(memo_size)  # opaque tokens said inactive, until
         self._issuers_seen: object = None
+        self._introspecting: dict[bytes, _Introspection] = {}  # tokens being introspected now
+        self.introspection_wait_s = introspection_wait_s  # how long a request waits for another's
         self._lock = threading.Lock()
         self.verifications = 0  # full checks run (signature or introspection): tests, benchmarks
 
@@ -225,10 +240,7 @@ class TokenVerifier:
             inactive_until = self._inactive.get(digest)
         if inactive_until is not None and now < inactive_until:
             raise TokenRefused(ErrorCode.INVALID_TOKEN, "The token is not active.")
-        try:
-            found = self.introspector.introspect(token, issuers, now)
-        except FetchFailed:
-            raise IssuerUnavailable("introspection") from None
+        found = self._introspect_shared(token, digest, issuers, now)
         if found is None:
             with self._lock:
                 self._inactive.put(digest, now + NEGATIVE_TTL_S)
@@ -240,6 +252,30 @@ class TokenVerifier:
             scopes=found.scopes,
             valid_until=horizon if found.exp is None else min(found.exp, horizon),
         )
+
+    def _introspect_shared(
+        self, token: str, digest: bytes, issuers: tuple[CompiledIssuer, ...], now: float
+    ) -> Introspected | None:
+        """Introspect once for every concurrent request carrying the same token; raise IssuerUnavailable."""
+        with self._lock:
+            flight = self._introspecting.get(digest)
+            leader = flight is None
+            if flight is None:
+                flight = self._introspecting[digest] = _Introspection()
+        if not leader:
+            if not flight.done.wait(self.introspection_wait_s) or flight.failed:
+                raise IssuerUnavailable("introspection")
+            return flight.found
+        try:
+            flight.found = self.introspector.introspect(token, issuers, now)
+        except FetchFailed:
+            flight.failed = True
+            raise IssuerUnavailable("introspection") from None
+        finally:
+            with self._lock:
+                del self._introspecting[digest]
+            flight.done.set()
+        return flight.found
 
     def _forget_changed(self, snapshot: Snapshot) -> None:
         # A new snapshot: keep tokens whose issuer record is unchanged, drop the rest.
@@ -353,6 +389,7 @@ def token_verifier() -> TokenVerifier:
         settings.SECRET_KEY,
         jwks=JwksCache(http_fetch(timeout_s, ca_bundle), wait_s=timeout_s + 1.0),
         introspector=Introspector(http_post(timeout_s, ca_bundle)),
+        introspection_wait_s=timeout_s + 1.0,
         memo_size=_env_int("GATEWAY_TOKEN_MEMO_SIZE", 10_000, minimum=1),
     )
 

@@ -530,3 +530,26 @@ def test_without_any_issuer_authorization_is_left_to_the_upstream() -> None:
     with pytest.raises(GatewayError) as caught:
         identify_bearer(trusting)  # type: ignore[arg-type]
     assert (caught.value.status, caught.value.code) == (401, ErrorCode.INVALID_TOKEN)
+
+
+def test_concurrent_requests_with_one_new_opaque_token_share_one_introspection(world: World) -> None:
+    import threading
+
+    release = threading.Event()
+    endpoint = FakeIntrospection({"tok-c": {"active": True, "sub": "erin"}})
+
+    def slow(url: str, form: Mapping[str, str], authorization: str | None) -> Mapping[str, object]:
+        release.wait(5)
+        return endpoint(url, form, authorization)
+
+    verifier, snap = introspection_world(world, endpoint)
+    verifier.introspector = Introspector(slow)
+    users: list[str] = []
+    threads = [threading.Thread(target=lambda: users.append(verifier.check("tok-c", snap).user)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert users == ["erin"] * 4
+    assert len(endpoint.seen) == 1
