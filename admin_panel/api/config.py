@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from admin_panel.api.base import COMMON_ERRORS, ERROR, WITH_LOOKUP, AdminAPIView, found
 from admin_panel.config_io import ConfigInvalid, ImportDiff, config_export, config_import
+from admin_panel.models import Revision
 from admin_panel.revisions import revision_get, revision_list, revision_rollback
 from admin_panel.roles import config_permissions
 from admin_panel.serializers import (
@@ -88,6 +89,14 @@ def invalid_config(request: Request, invalid: ConfigInvalid) -> Response:
     return Response({"error": body}, status=status.HTTP_400_BAD_REQUEST)
 
 
+REVISION_NUMBER = OpenApiParameter("number", OpenApiTypes.INT, OpenApiParameter.PATH, description="Revision number.")
+
+
+def _revision(number: str) -> Revision:
+    """Return revision ``number``; a JSON 404 for an unknown or malformed number."""
+    return found(revision_get(int(number)) if number.isdigit() and len(number) < 19 else None, "revision")
+
+
 class RevisionListView(AdminAPIView):
     required_permissions = {"GET": ("admin_panel.view_revision",)}
 
@@ -97,15 +106,17 @@ class RevisionListView(AdminAPIView):
         return Response(RevisionSerializer(revision_list(), many=True).data)
 
 
+@extend_schema(parameters=[REVISION_NUMBER])
 class RevisionDetailView(AdminAPIView):
     required_permissions = {"GET": ("admin_panel.view_revision",)}
 
     @extend_schema(tags=TAGS, responses={200: RevisionDetailSerializer, **WITH_LOOKUP})
-    def get(self, request: Request, number: int) -> Response:
+    def get(self, request: Request, number: str) -> Response:
         """Show one revision with the whole config document as of that revision."""
-        return Response(RevisionDetailSerializer(found(revision_get(number), "revision")).data)
+        return Response(RevisionDetailSerializer(_revision(number)).data)
 
 
+@extend_schema(parameters=[REVISION_NUMBER])
 class RevisionRollbackView(AdminAPIView):
     @property
     def required_permissions(self) -> Mapping[str, tuple[str, ...]]:
@@ -117,13 +128,13 @@ class RevisionRollbackView(AdminAPIView):
         request=None,
         responses={200: ImportResultSerializer, 400: ERROR, **WITH_LOOKUP},
     )
-    def post(self, request: Request, number: int) -> Response:
+    def post(self, request: Request, number: str) -> Response:
         """Make the config equal to revision ``number`` (an import, all or nothing); answer the diff.
 
         Recorded as a new revision naming the one rolled back to. A document that no
         longer applies (an application it lacks has API keys now) changes nothing: 400.
         """
-        revision = found(revision_get(number), "revision")
+        revision = _revision(number)
         dry_run = dry_run_requested(request)
         try:
             diff: ImportDiff = revision_rollback(revision, actor=request.user, dry_run=dry_run)

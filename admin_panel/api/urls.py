@@ -52,9 +52,9 @@ urlpatterns = [
     path("config/export", config.ConfigExportView.as_view(), name="config-export"),
     path("config/import", config.ConfigImportView.as_view(), name="config-import"),
     path("config/revisions", config.RevisionListView.as_view(), name="config-revisions"),
-    path("config/revisions/<int:number>", config.RevisionDetailView.as_view(), name="config-revision"),
+    path("config/revisions/<str:number>", config.RevisionDetailView.as_view(), name="config-revision"),
     path(
-        "config/revisions/<int:number>/rollback",
+        "config/revisions/<str:number>/rollback",
         config.RevisionRollbackView.as_view(),
         name="config-revision-rollback",
     ),
