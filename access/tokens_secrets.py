@@ -16,6 +16,7 @@ from pathlib import Path
 logger = logging.getLogger("access.tokens")
 
 CLIENT_PREFIX = "GATEWAY_INTROSPECTION_CLIENT_"
+MIN_HMAC_KEY_BYTES = 32
 
 
 def env_secret(name: str) -> str | None:
@@ -42,7 +43,11 @@ def issuer_secret(secret_env: str | None) -> bytes | None:
     if value is None:
         logger.warning("token issuer secret %s is not set in the environment", secret_env)
         return None
-    return value.encode()
+    secret = value.encode()
+    if len(secret) < MIN_HMAC_KEY_BYTES:
+        # RFC 7518 §3.2: an HS256 key is at least as long as the hash (32 bytes); say so, by name.
+        logger.warning("token issuer secret %s is shorter than %d bytes", secret_env, MIN_HMAC_KEY_BYTES)
+    return secret
 
 
 def client_env_name(application_name: str) -> str:

@@ -553,3 +553,25 @@ def test_concurrent_requests_with_one_new_opaque_token_share_one_introspection(w
         thread.join(5)
     assert users == ["erin"] * 4
     assert len(endpoint.seen) == 1
+
+
+def test_issuer_secrets_come_from_the_environment_or_a_file_and_are_never_logged(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from access.tokens_secrets import client_credentials, issuer_secret
+
+    monkeypatch.setenv("WEB_HS", "short-secret")
+    (tmp_path / "hs").write_text("k" * 40 + "\n")
+    monkeypatch.setenv("FILE_HS_FILE", str(tmp_path / "hs"))
+    monkeypatch.setenv("GATEWAY_INTROSPECTION_CLIENT_WEB_APP", "gateway")
+    monkeypatch.setenv("GATEWAY_INTROSPECTION_CLIENT_WEB_APP_SECRET", "s3cret")
+    monkeypatch.setenv("BOTH", "a")
+    monkeypatch.setenv("BOTH_FILE", str(tmp_path / "hs"))
+    with caplog.at_level("WARNING", logger="access.tokens"):
+        assert issuer_secret("WEB_HS") == b"short-secret"
+        assert issuer_secret("FILE_HS") == b"k" * 40
+        assert issuer_secret("BOTH") is None
+        assert issuer_secret("UNSET_HS") is None
+    assert client_credentials("web-app") == ("gateway", "s3cret")
+    assert "WEB_HS is shorter than 32 bytes" in caplog.text
+    assert "short-secret" not in caplog.text
