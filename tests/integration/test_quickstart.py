@@ -127,6 +127,7 @@ def test_demo_key_reaches_the_pipeline_upstream_through_a_live_gateway(
         service.default_url = url
         service.full_clean()
         service.save()
+        service.versions.update(url=url)  # the demo's weighted versions share that upstream
     gateway = gateway_server()
 
     pipelines = requests.get(gateway.url + "/api/v1/pipelines", headers={"X-API-Key": plaintext}, timeout=10)
