@@ -14,10 +14,12 @@ stalls a gevent worker's requests for long.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
@@ -77,9 +79,13 @@ def compile_snapshot(version: int) -> Snapshot:
     from access.models import ApiKey, Application
     from routing.models import ServiceConfig
 
-    routes, routes_by_prefix = _ordered(_compile_routes(ServiceConfig.objects.filter(is_active=True)))
-    applications = _compile_applications(Application.objects.filter(is_active=True))
-    keys = dict(_compile_keys(ApiKey.objects.filter(application__is_active=True)))
+    streaming = _whole_compile.set(True)
+    try:
+        routes, routes_by_prefix = _ordered(_compile_routes(ServiceConfig.objects.filter(is_active=True)))
+        applications = _compile_applications(Application.objects.filter(is_active=True))
+        keys = dict(_compile_keys(ApiKey.objects.filter(application__is_active=True)))
+    finally:
+        _whole_compile.reset(streaming)
     compiled = _snapshot(
         version,
         routes,
@@ -105,10 +111,8 @@ def apply_changes(old: Snapshot, changes: Changes, version: int) -> Snapshot:
 
     routes, routes_by_prefix = old.routes, old.routes_by_prefix
     if changes.services:
-        by_id = {route.service_id: route for route in old.routes if route.service_id not in changes.services}
-        for route in _compile_routes(ServiceConfig.objects.filter(is_active=True, id__in=changes.services)):
-            by_id[route.service_id] = route
-        routes, routes_by_prefix = _ordered(by_id.values())
+        fresh = _compile_routes(ServiceConfig.objects.filter(is_active=True, id__in=changes.services))
+        routes, routes_by_prefix = _replace_routes(old, changes.services, fresh)
 
     applications, public_entries, public_index = old.applications, old.public_entries, old.public_index
     reread_apps = changes.applications
@@ -124,7 +128,9 @@ def apply_changes(old: Snapshot, changes: Changes, version: int) -> Snapshot:
         public_index = None  # built from the new public entries
 
     keys = old.keys
-    if reread_apps or changes.keys:
+    if changes.keys and not reread_apps:
+        keys = _apply_key_changes(old.keys, changes.keys)
+    elif reread_apps or changes.keys:
         gone = changes.keys
         fresh = {
             prefix: key
@@ -141,11 +147,30 @@ def apply_changes(old: Snapshot, changes: Changes, version: int) -> Snapshot:
             )
             fresh.update(_compile_keys(rows))
         keys = MappingProxyType(fresh)
-    new = _snapshot(version, routes, routes_by_prefix, applications, keys, public_entries, public_index)
+    new = _snapshot(version, routes, routes_by_prefix, applications, keys, public_entries, public_index, old)
     # Issuers follow their applications (active state, name for introspection credentials);
     # a change to an issuer row itself is recorded as "everything" and compiled whole.
     issuers = compile_issuers(applications) if reread_apps else [*old.issuers.values(), *old.introspection_issuers]
     return with_issuers(new, issuers)
+
+
+def _apply_key_changes(old: Mapping[str, CompiledKey], key_ids: frozenset[str]) -> Mapping[str, CompiledKey]:
+    """Return ``old`` with the keys ``key_ids`` re-read (applications unchanged).
+
+    A key's prefix is generated once and never edited, so a key still there replaces
+    the record under its prefix in a plain copy of the table; only when a key is gone
+    (deleted) does its old prefix have to be looked for among all of them.
+    """
+    from access.models import ApiKey
+
+    found = dict(_compile_keys(ApiKey.objects.filter(id__in=key_ids, application__is_active=True)))
+    missing = key_ids - {key.id for key in found.values()}
+    if missing:
+        fresh = {prefix: key for prefix, key in old.items() if key.id not in missing}
+    else:  # a C-level copy of the table (mappingproxy.copy() copies the dict under it)
+        fresh = old.copy() if isinstance(old, MappingProxyType) else dict(old)
+    fresh.update(found)
+    return MappingProxyType(fresh)
 
 
 def _apply_entry_changes(
@@ -183,6 +208,29 @@ def _apply_entry_changes(
 # --- Building blocks ---------------------------------------------------------------------------
 
 
+def _replace_routes(
+    old: Snapshot, service_ids: frozenset[str], fresh: Sequence[CompiledRoute]
+) -> tuple[tuple[CompiledRoute, ...], Mapping[str, CompiledRoute]]:
+    """Return ``old``'s routes without those of ``service_ids``, with ``fresh`` inserted in order.
+
+    A few routes change among thousands: the kept ones stay in order, so the new ones
+    are inserted by bisection instead of sorting everything again.
+    """
+    kept = [route for route in old.routes if route.service_id not in service_ids]
+    by_prefix = (
+        old.routes_by_prefix.copy()  # the dict under the proxy, copied in C
+        if isinstance(old.routes_by_prefix, MappingProxyType)
+        else dict(old.routes_by_prefix)
+    )
+    for route in old.routes:
+        if route.service_id in service_ids:
+            del by_prefix[route.route_prefix]
+    for route in fresh:
+        bisect.insort(kept, route, key=route_order)
+        by_prefix[route.route_prefix] = route
+    return tuple(kept), MappingProxyType(by_prefix)
+
+
 def _ordered(routes: Iterable[CompiledRoute]) -> tuple[tuple[CompiledRoute, ...], Mapping[str, CompiledRoute]]:
     ordered = tuple(sorted(routes, key=route_order))
     return ordered, MappingProxyType({r.route_prefix: r for r in ordered})
@@ -201,7 +249,17 @@ def _snapshot(
     keys: Mapping[str, CompiledKey],
     public_entries: tuple[CompiledEntry, ...],
     public_index: EntryIndex | None = None,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
+    """Assemble a Snapshot; counts of parts shared with ``previous`` are taken from it, not recounted."""
+    if previous is not None and routes is previous.routes:
+        versions = previous.counts["versions"]
+    else:
+        versions = sum(len(r.versions) for r in routes)
+    if previous is not None and applications is previous.applications:
+        entries = previous.counts["whitelist_entries"]
+    else:
+        entries = sum(len(a.entries) for a in applications.values())
     return Snapshot(
         version=version,
         loaded_at=datetime.now(tz=UTC),
@@ -214,9 +272,9 @@ def _snapshot(
         counts=MappingProxyType(
             {
                 "services": len(routes),
-                "versions": sum(len(r.versions) for r in routes),
+                "versions": versions,
                 "applications": len(applications),
-                "whitelist_entries": sum(len(a.entries) for a in applications.values()),
+                "whitelist_entries": entries,
                 "api_keys": len(keys),
             }
         ),
@@ -472,8 +530,17 @@ def _names(values: Iterable[str] | None) -> frozenset[str]:
 
 
 def _stream(values) -> Iterator[T]:  # type: ignore[no-untyped-def]  # a values_list QuerySet
-    """Iterate rows without holding the whole result in memory (a server-side cursor on PostgreSQL)."""
+    """Iterate rows; in a whole compile without holding a table in memory (a server-side cursor on PostgreSQL).
+
+    The few rows a change re-reads are fetched at once: a server-side cursor would
+    cost three more round trips per query.
+    """
+    if not _whole_compile.get():
+        return iter(values)
     return values.iterator(chunk_size=ROW_CHUNK)  # type: ignore[no-any-return]  # QuerySet rows
+
+
+_whole_compile: ContextVar[bool] = ContextVar("whole_compile", default=False)
 
 
 def _cooperative(rows: Iterable[T]) -> Iterator[T]:
