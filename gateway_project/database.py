@@ -9,6 +9,8 @@ silent: no answer, no reset). Two parts:
   ``GATEWAY_DB_POOL_SIZE`` (2) connections per process, each request taking one only
   while it runs queries; waiting more than ``GATEWAY_DB_POOL_TIMEOUT_S`` (3) for one is
   an ``OperationalError`` the gateway answers with 503.
+- ``gateway_project.postgresql``: the stock backend, except that while connecting
+  fails a request waits 0.5 s for a pooled connection, not the full pool timeout.
 - ``BoundedConnection``: every answer the client waits for (a query, a commit) is
   awaited at most ``GATEWAY_DB_TIMEOUT_S`` (5); then the connection is closed (its
   state is unknown) and ``OperationalError`` raised, so the caller drops it and the
@@ -20,20 +22,39 @@ silent: no answer, no reset). Two parts:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+
+_connect_failed_at: list[float] = []  # when the last attempt to connect failed; empty after a success
+
+
+def connect_failing() -> bool:
+    """Return True while the last attempt of this process to connect to PostgreSQL failed."""
+    return bool(_connect_failed_at)
 
 
 class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]  # rows are tuples, as Django uses them
     """A psycopg connection whose every wait for the server ends within ``answer_timeout_s``.
 
     Waits that name their own timeout (``notifies(timeout=...)``) keep it. On expiry
-    the connection is closed, never reused, and ``OperationalError`` raised.
+    the connection is closed, never reused, and ``OperationalError`` raised. Whether
+    the last connect failed is remembered for ``connect_failing()``.
     """
 
     answer_timeout_s: float | None = 5.0
+
+    @classmethod
+    def connect(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            conn = super().connect(*args, **kwargs)
+        except psycopg.OperationalError:
+            _connect_failed_at[:] = [time.monotonic()]
+            raise
+        _connect_failed_at.clear()
+        return conn
 
     def wait(self, gen: Any, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         bound = self.answer_timeout_s if timeout is None else None

@@ -139,6 +139,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     from gateway_project import database as _database
 
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        _db["ENGINE"] = "gateway_project.postgresql"  # the stock backend, failing fast while refused
+
     # Seconds any answer from PostgreSQL is awaited (query, commit); 0: unbounded (long migrations).
     DATABASE_TIMEOUT_S = env.float("GATEWAY_DB_TIMEOUT_S", default=4.0)
     _db["CONN_HEALTH_CHECKS"] = True
