@@ -11,6 +11,10 @@ process CPU (``time.process_time``: the batch processor's exports, which run in 
 own greenlet between requests, are inside the slice). CPU time is what a load on a
 shared machine disturbs least, so these figures are steadier than bench/run.py's
 requests per second. ``--baseline REV`` adds the gateway of an older commit.
+
+``--parts`` instead times only the tracing calls one proxied request makes (server span,
+client span, traceparent, ends, the access log's trace id) in a tight loop, best of
+seven, per sampling ratio: the smallest figure a loaded machine can give.
 """
 
 from __future__ import annotations
@@ -78,14 +82,93 @@ def child(requests_per_slice: int, slices: int) -> None:
     print(json.dumps(per_request_us), file=sys.stderr, flush=True)
 
 
+def parts() -> None:
+    """Print the CPU µs of one request's tracing calls at 1 % and 100 % sampling (export not included)."""
+    import time
+    import timeit
+
+    os.environ.update(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    from gateway_core import tracing
+    from gateway_core.tracing import SpanKind
+
+    kept: list[object] = []
+
+    class Keep:
+        def on_end(self, span: object) -> None:
+            if len(kept) < 1024:
+                kept.append(span)
+
+    for ratio in ("0.01", "1.0"):
+        os.environ.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=ratio)
+        tracing._setup_pid = 0
+        tracing.setup()
+        tracing._processor = Keep()  # type: ignore[assignment]  # the export is timed below
+
+        def request() -> None:
+            server = tracing.start_span("GET", SpanKind.SERVER)
+            tracing.activate(server)
+            client = tracing.start_span("GET", SpanKind.CLIENT, parent=server)
+            if client.recording:
+                client.attributes.update(
+                    {
+                        "http.request.method": "GET",
+                        "server.address": "127.0.0.1",
+                        "server.port": 8080,
+                        "url.full": "http://127.0.0.1:8080/api/v1/bench/items",
+                        "http.response.status_code": 200,
+                    }
+                )
+            client.traceparent()
+            client.end()
+            if server.recording:
+                server.attributes.update(
+                    {
+                        "http.request.method": "GET",
+                        "url.scheme": "http",
+                        "network.peer.address": "127.0.0.1",
+                        "network.protocol.version": "1.1",
+                        "url.path": "/api/v1/bench/items",
+                        "http.response.status_code": 200,
+                        "gateway.request.id": os.urandom(16).hex(),
+                        "client.address": "127.0.0.1",
+                        "http.route": "/api/v1/bench",
+                        "gateway.service": "bench",
+                        "gateway.service.version": "v1",
+                    }
+                )
+            server.end()
+            tracing.current_trace_id()
+
+        runs = timeit.repeat(request, number=20000, repeat=7, timer=time.process_time)
+        print(f"tracing calls of one request at {float(ratio):.0%} sampling: {min(runs) / 20000 * 1e6:.1f} us CPU")
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from gateway_core.tracing.otlp import ExportRequestEncoder
+
+    batch = kept[:512]  # one default batch: 256 requests' server and client spans
+    ours = min(
+        timeit.repeat(lambda: ExportRequestEncoder().encode(batch), number=20, repeat=7, timer=time.process_time)
+    )
+    official = min(
+        timeit.repeat(lambda: encode_spans(batch).SerializeToString(), number=20, repeat=7, timer=time.process_time)
+    )
+    per_request = 2 / len(batch) / 20 * 1e6
+    print(f"encoding a request's two spans: {ours * per_request:.1f} us CPU", end="")
+    print(f" (the official encoder: {official * per_request:.1f} us)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1024, help="requests per slice (default 1024)")
     parser.add_argument("--slices", type=int, default=9, help="slices per mode and round (default 9)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the gateway of commit REV (git archive)")
+    parser.add_argument("--parts", action="store_true", help="time only the tracing calls of one request")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parts:
+        parts()
+        return
     if args.child:
         child(args.requests, args.slices)
         return

@@ -23,7 +23,6 @@ from gateway_core import tracing
 from gateway_core.context import RequestContext
 from gateway_core.metrics import gateway_error_code
 from gateway_core.tracing import SpanKind
-from gateway_core.tracing.w3c import format_tracestate
 
 P = ParamSpec("P")
 # Semantic conventions: a method outside the known set is reported as "_OTHER".
@@ -145,7 +144,7 @@ def propagate(headers: dict[str, str]) -> None:
     for name in _CLIENT_TRACE_HEADERS:
         headers.pop(name, None)
     headers["traceparent"] = span.traceparent()
-    state = format_tracestate(span.context.trace_state)
+    state = span.tracestate()
     if state:
         headers["tracestate"] = state
 

@@ -81,39 +81,77 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 class Span:
-    """One span being recorded. Unsampled spans carry ids for propagation and record nothing."""
+    """One span being recorded. Unsampled spans carry ids for propagation and record nothing.
 
-    __slots__ = ("attributes", "context", "kind", "name", "parent", "recording", "start_ns", "status")
+    Ids are kept as integers and the SDK's ``SpanContext`` is built only when asked for
+    (a sampled span's export, a test): at 1 % sampling most spans never need one.
+    """
+
+    __slots__ = (
+        "_context",
+        "_trace_hex",
+        "attributes",
+        "kind",
+        "name",
+        "parent",
+        "recording",
+        "span_id",
+        "start_ns",
+        "status",
+        "trace_int",
+        "trace_state",
+    )
 
     def __init__(
         self,
         name: str,
         kind: SpanKind,
-        context: SpanContext,
-        parent: SpanContext | None,
-        attributes: dict[str, object] | None,
+        trace_id: int,
+        span_id: int,
+        *,
+        sampled: bool,
+        trace_state: TraceState,
+        parent: SpanContext | Span | None,
+        attributes: dict[str, object] | None = None,
+        trace_hex: str | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
-        self.context = context
+        self.trace_int = trace_id
+        self.span_id = span_id
+        self.trace_state = trace_state
         self.parent = parent
-        self.recording = bool(context.trace_flags & TraceFlags.SAMPLED)
+        self.recording = sampled
         self.attributes: dict[str, object] = attributes if attributes is not None else {}
         self.status: Status | None = None
-        self.start_ns = time.time_ns() if self.recording else 0
+        self.start_ns = time.time_ns() if sampled else 0
+        self._trace_hex = trace_hex
+        self._context: SpanContext | None = None
+
+    @property
+    def context(self) -> SpanContext:
+        """Return this span's SDK ``SpanContext``."""
+        if self._context is None:
+            flags = _SAMPLED if self.recording or self.start_ns else _NOT_SAMPLED
+            self._context = SpanContext(
+                self.trace_int, self.span_id, is_remote=False, trace_flags=flags, trace_state=self.trace_state
+            )
+        return self._context
 
     @property
     def trace_id(self) -> str:
         """Return the trace id as 32 hex digits."""
-        return f"{self.context.trace_id:032x}"
+        if self._trace_hex is None:
+            self._trace_hex = f"{self.trace_int:032x}"
+        return self._trace_hex
 
     def traceparent(self) -> str:
         """Return the ``traceparent`` that makes the receiver's span a child of this one."""
-        return format_traceparent(self.context)
+        return f"00-{self.trace_id}-{self.span_id:016x}-{'01' if self.recording or self.start_ns else '00'}"
 
     def tracestate(self) -> str:
         """Return the ``tracestate`` to send beside :meth:`traceparent` (may be empty)."""
-        return format_tracestate(self.context.trace_state)
+        return format_tracestate(self.trace_state)
 
     def fail(self, error_type: str) -> None:
         """Mark the span failed with ``error_type`` (an error code or exception class name, never a message)."""
@@ -125,15 +163,16 @@ class Span:
         """Finish the span and queue it for export (at most once)."""
         if not self.recording:
             return
-        self.recording = False
+        self.recording = False  # start_ns stays set: the span keeps saying "sampled" to its children
         processor, resource = _processor, _resource
         if processor is None or resource is None:
             return
+        parent = self.parent
         processor.on_end(
             ReadableSpan(
                 self.name,
                 context=self.context,
-                parent=self.parent,
+                parent=parent.context if isinstance(parent, Span) else parent,
                 resource=resource,
                 attributes=self.attributes,
                 kind=self.kind,
@@ -143,6 +182,11 @@ class Span:
                 instrumentation_scope=SCOPE,
             )
         )
+
+    @property
+    def sampled(self) -> bool:
+        """Return whether this span's trace is sampled (recorded and exported)."""
+        return self.recording or bool(self.start_ns)
 
 
 _UNSET = Status(StatusCode.UNSET)
@@ -163,30 +207,32 @@ def start_span(
     """
     provider = _provider
     assert provider is not None  # noqa: S101 - callers check ENABLED first
-    ids = provider.id_generator
+    span_id = provider.id_generator.generate_span_id()
     if isinstance(parent, Span):
-        parent_context = parent.context
-        context = SpanContext(
-            parent_context.trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=parent_context.trace_flags,
-            trace_state=parent_context.trace_state,
+        return Span(
+            name,
+            kind,
+            parent.trace_int,
+            span_id,
+            sampled=parent.sampled,
+            trace_state=parent.trace_state,
+            parent=parent,
+            attributes=attributes,
+            trace_hex=parent._trace_hex,
         )
-        return Span(name, kind, context, parent_context, attributes)
-    trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
+    trace_id = parent.trace_id if parent is not None else provider.id_generator.generate_trace_id()
     sampler_parent = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)) if parent is not None else None
     result = provider.sampler.should_sample(sampler_parent, trace_id, name, kind, attributes)
-    sampled = result.decision is Decision.RECORD_AND_SAMPLE
-    trace_state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
-    context = SpanContext(
+    return Span(
+        name,
+        kind,
         trace_id,
-        ids.generate_span_id(),
-        is_remote=False,
-        trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
-        trace_state=trace_state,
+        span_id,
+        sampled=result.decision is Decision.RECORD_AND_SAMPLE,
+        trace_state=result.trace_state if result.trace_state is not None else _EMPTY_STATE,
+        parent=parent,
+        attributes=attributes,
     )
-    return Span(name, kind, context, parent, attributes)
 
 
 def activate(span: Span | None) -> None:
