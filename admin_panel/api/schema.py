@@ -40,7 +40,7 @@ STRING_PATTERNS: Mapping[str, str] = {
     # "" means /api/v1/<service_name>; /api/v1/tasks is the gateway's own.
     "route_prefix": rf"^$|^(?!/api/v1/tasks(?:/|$))/api/v1(?:{_PREFIX_SEGMENT})*$",
     "upstream_prefix": rf"^$|^/$|^(?:{_PREFIX_SEGMENT})+$",
-    "endpoint_path": rf"^/(?:\*|{_ENDPOINT_SEGMENT}(?:/{_ENDPOINT_SEGMENT})*(?:/\*)?)?$",
+    "endpoint_path": rf"^/(?:/?\*|{_ENDPOINT_SEGMENT}(?:/{_ENDPOINT_SEGMENT})*(?:/\*)?)?$",
 }
 ITEM_PATTERNS: Mapping[str, str] = {
     "allowed_services": r"^[a-z0-9][a-z0-9-]*$",

@@ -76,14 +76,14 @@ URL_ALPHABET = st.sampled_from([*list("hts:/p@?#.[]1a-_%"), "http://", "https://
 PATH_ALPHABET = st.sampled_from([*list("/a.{}*_-%1"), "..", "{id}", "/*"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(URL_ALPHABET, max_size=8).map("".join))
 def test_a_url_valid_by_the_schema_is_accepted_by_the_server(value: str) -> None:
     if matches(STRING_PATTERNS["url"], value):
         assert accepted(validate_upstream_url, value), value
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(PATH_ALPHABET, max_size=8).map("".join))
 def test_an_endpoint_path_valid_by_the_schema_is_accepted_by_the_server(value: str) -> None:
     assert matches(STRING_PATTERNS["endpoint_path"], value) == accepted(validate_endpoint_pattern, value), value
