@@ -398,3 +398,33 @@ def test_the_demo_seeds_versions_to_try() -> None:
     pipeline = ServiceConfig.objects.get(service_name="pipeline")
     assert sorted(pipeline.versions.values_list("version", "weight")) == [("v1", 90), ("v2", 10)]
     assert pipeline.current_version == "v1"
+
+
+def test_key_page_is_shown_once_across_the_workers_of_a_real_admin_panel(gateway_server) -> None:
+    """POST/redirect/GET on a 2-worker gunicorn: the one-time page works whichever worker answers."""
+    app = Application.objects.create(name="shop")
+    admin = get_user_model().objects.create_superuser("root", password="x-long-password-1")
+    login = Client()
+    login.force_login(admin)
+    panel = gateway_server(app="admin_panel.wsgi:application", workers=2, ready_path="/admin/login/")
+    browser = requests.Session()
+    browser.cookies.set("sessionid", login.cookies["sessionid"].value)
+    add_url = panel.url + reverse("admin:access_apikey_add")
+    form = browser.get(add_url + f"?application={app.pk}", timeout=10)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    posted = browser.post(
+        add_url,
+        data={"csrfmiddlewaretoken": csrf, "application": str(app.pk), "name": "mobile", "_save": "Save"},
+        headers={"Referer": add_url},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert posted.status_code == 303, posted.text[:2000]
+    assert not KEY_RE.search(posted.text) and not KEY_RE.search(str(posted.headers))
+    shown = browser.get(panel.url + posted.headers["Location"], timeout=10)
+    assert shown.status_code == 200 and len(set(KEY_RE.findall(shown.text))) == 1
+    for _ in range(4):  # reloads, answered by either worker
+        again = browser.get(panel.url + posted.headers["Location"], timeout=10)
+        assert again.status_code == 410 and not KEY_RE.search(again.text)
+    assert ApiKey.objects.filter(application=app).count() == 1
+    assert KEY_RE.findall(shown.text)[0] not in panel.log()
