@@ -60,6 +60,7 @@ from bench.run import (  # noqa: E402 - after the path setup
     start,
     start_upstream,
     wait_ready,
+    worker_cpu_s,
 )
 
 APPLICATIONS = 50
@@ -503,13 +504,17 @@ def main() -> None:
         rss_loaded = {stack.services: stack.rss_mib() for stack in stacks}
         rounds: dict[int, list] = {stack.services: [] for stack in stacks}
         loads: list[str] = []
+        cpu_rounds: dict[int, list[float]] = {stack.services: [] for stack in stacks}
         for _ in range(args.rounds):
             for stack in stacks:
                 loads.append(load_avg())
-                rounds[stack.services].append(
-                    load(stack.urls()[0], args.connections, args.duration, headers={"X-API-Key": stack.key})
-                )
+                cpu_before = worker_cpu_s(stack.nodes[0])
+                result = load(stack.urls()[0], args.connections, args.duration, headers={"X-API-Key": stack.key})
+                rounds[stack.services].append(result)
+                used_s = worker_cpu_s(stack.nodes[0]) - cpu_before
+                cpu_rounds[stack.services].append(used_s / (result.requests_per_s * args.duration) * 1e6)
         throughput = {services: median_result(runs) for services, runs in rounds.items()}
+        cpu_us = {services: statistics.median(values) for services, values in cpu_rounds.items()}
         print(f"throughput rounds done (load averages {', '.join(loads)})", flush=True)
 
         propagation = {}
@@ -531,7 +536,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; load average at the end {load_avg()}"
     )
     print(
-        f"{'services':>8} {'keys':>7} {'entries':>7} {'req/s':>7} {'vs 1st':>6} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'services':>8} {'keys':>7} {'entries':>7} {'req/s':>7} {'vs 1st':>6} {'CPU us':>6} {'p50 ms':>7} "
+        f"{'p99 ms':>7} "
         f"{'compile ms':>10} {'apply ms':>8} {'RSS MiB':>13} {'after 10%':>13} {'after chg':>13} "
         f"{'prop p50/p99/max s':>19} {'probe p99/max ms':>17}"
     )
@@ -542,7 +548,8 @@ def main() -> None:
         first = next(s.rss_after_first for s in stacks if s.services == services)
         print(
             f"{services:8d} {services * KEYS_PER_SERVICE:7d} {services * APPLICATIONS // ENTRY_SHARE:7d} "
-            f"{result.requests_per_s:7.0f} {result.requests_per_s / smallest:6.2f} {result.p50_ms:7.2f} "
+            f"{result.requests_per_s:7.0f} {result.requests_per_s / smallest:6.2f} {cpu_us[services]:6.0f} "
+            f"{result.p50_ms:7.2f} "
             f"{result.p99_ms:7.2f} {seeded['full_compile_s'] * 1000:10.0f} {seeded['apply_one_change_s'] * 1000:8.1f} "
             f"{min(loaded):6.0f}-{max(loaded):<6.0f} {min(first):6.0f}-{max(first):<6.0f} "
             f"{min(changed):6.0f}-{max(changed):<6.0f} "
