@@ -116,6 +116,7 @@ def test_versions_show_their_share_and_current_version_is_a_choice(browser, live
     choice = browser.find_element("css selector", "select#id_current_version")
     assert [o.get_attribute("value") for o in choice.find_elements("tag name", "option")] == ["", "v1", "v2"]
     assert "once one does, the weighted versions share all unpinned traffic" in text(browser)
+    browser.execute_script("document.getElementById('versions-group').scrollIntoView()")
     snap(browser, "versions")
 
 
