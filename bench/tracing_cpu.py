@@ -155,6 +155,19 @@ def parts() -> None:
     per_request = 2 / len(batch) / 20 * 1e6
     print(f"encoding a request's two spans: {ours * per_request:.1f} us CPU", end="")
     print(f" (the official encoder: {official * per_request:.1f} us)")
+    from bench.run import PYTHON, free_port
+    from gateway_core.tracing.otlp import SpanExporter
+
+    port = free_port()
+    sink = subprocess.Popen([PYTHON, str(ROOT / "bench" / "otlp_sink.py"), str(port)])
+    try:
+        exporter = SpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+        time.sleep(1.0)  # the sink is listening
+        exported = min(timeit.repeat(lambda: exporter.export(batch), number=20, repeat=7, timer=time.process_time))
+    finally:
+        sink.terminate()
+        sink.wait()
+    print(f"exporting them (encode + HTTP POST of a 512-span batch): {exported * per_request:.1f} us CPU per request")
 
 
 def main() -> None:
