@@ -54,9 +54,7 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 # Request headers the gateway re-sets, answers itself or must never pass on.
-REQUEST_DROP: Final = frozenset(
-    {"host", "x-api-key", "x-service-key", "x-request-id", "expect", "content-length"}
-)
+REQUEST_DROP: Final = frozenset({"host", "x-api-key", "x-service-key", "x-request-id", "expect", "content-length"})
 # Headers only the gateway may set: a client sending them would impersonate it.
 GATEWAY_HEADER_PREFIXES: Final = ("x-consumer-", "x-gateway-", "x-authenticated-")
 # Who the client is and where it asked to go, as told by a proxy in front: believed only from a trusted one.
@@ -233,14 +231,22 @@ def _origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, 
     return scheme, host.lower(), port or DEFAULT_PORTS[scheme]
 
 
-def location_rewrite(ctx: RequestContext, base_url: str, config: GatewayConfig) -> LocationRewrite | None:
-    """Return the rewrite for answers of ``base_url`` to this request, or None without a Host."""
+def rewrite_location(ctx: RequestContext, base_url: str, config: GatewayConfig, value: str) -> str:
+    """Return ``value`` (a ``Location`` of an answer from ``base_url``) as the client must see it.
+
+    Called only for answers that carry one, so the rule costs the other requests nothing.
+    """
     meta = ctx.request.META
     host = meta.get("HTTP_HOST")
     route = ctx.route
     if not host or route is None:
-        return None
+        return value
     trusted = is_trusted_proxy(str(meta.get("REMOTE_ADDR", "")), config.trusted_proxies)
     gateway_host = (trusted and meta.get("HTTP_X_FORWARDED_HOST")) or host
-    upstream_base = base_url.rstrip("/") + route.upstream_prefix
-    return LocationRewrite(upstream_base, f"{client_scheme(meta, trusted)}://{gateway_host}{route.route_prefix}")
+    gateway_base = f"{client_scheme(meta, trusted)}://{gateway_host}{route.route_prefix}"
+    return _location_rule(base_url.rstrip("/") + route.upstream_prefix, gateway_base)(value)
+
+
+@lru_cache(maxsize=1024)
+def _location_rule(upstream_base: str, gateway_base: str) -> LocationRewrite:
+    return LocationRewrite(upstream_base, gateway_base)

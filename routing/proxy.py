@@ -24,6 +24,7 @@ decoded nor decompressed, redirects are returned (never followed), every
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Final
 
 from django.http import HttpResponse
@@ -35,7 +36,7 @@ from gateway_core.errors import ErrorCode, GatewayError
 from routing import spans
 from routing.bodies import CHUNK_BYTES, BodyStream, request_body
 from routing.breaker import CircuitBreaker
-from routing.headers import location_rewrite, upstream_request_headers
+from routing.headers import rewrite_location, upstream_request_headers
 from routing.http1 import request_head
 from routing.matcher import raw_target
 from routing.responses import build_response
@@ -146,7 +147,7 @@ def _send(
                 block_bytes=CHUNK_BYTES,
                 on_early_answer=lambda: server.close_after_response(ctx.request.META),
             )
-            response = build_response(answer, lease, method, location_rewrite(ctx, base_url, config))
+            response = build_response(answer, lease, method, partial(rewrite_location, ctx, base_url, config))
         except StaleConnection:
             # A kept-alive connection the upstream closed as we sent: nothing was processed.
             if not attempt and body is None and method in IDEMPOTENT_METHODS:
@@ -173,4 +174,3 @@ def _send(
 
 def _log_extra(ctx: RequestContext) -> dict[str, str]:
     return {"request_id": ctx.request_id}
-

@@ -53,32 +53,36 @@ def build_response(
 
     Raises ``InvalidUpstreamAnswer`` (lease closed) for a status Django cannot send.
     """
+    merged: dict[str, tuple[str, str]] = {}  # repeated headers joined with ", ", Set-Cookie aside
+    cookies: list[str] = []
+    for name, value in client_answer_headers(answer.headers, chunked=answer.chunked):
+        lowered = name.lower()
+        if lowered == "set-cookie":
+            cookies.append(value)
+            continue
+        if rewrite_location is not None and lowered in LOCATION_HEADERS:
+            value = rewrite_location(value)
+        previous = merged.get(lowered)
+        merged[lowered] = (name, value) if previous is None else (previous[0], f"{previous[1]}, {value}")
+    headers = dict(merged.values())
     try:
         content = b"" if method == "HEAD" or answer.status in (204, 304) else answer.body_in_buffer
         if content is not None:
             lease.release(reusable=answer.reusable)
-            response: HttpResponse = HttpResponse(content, status=answer.status, reason=answer.reason or None)
+            response: HttpResponse = HttpResponse(
+                content, status=answer.status, reason=answer.reason or None, headers=headers
+            )
         else:
             response = StreamingHttpResponse(  # type: ignore[assignment]  # same interface for our callers
-                UpstreamBody(answer, lease), status=answer.status, reason=answer.reason or None
+                UpstreamBody(answer, lease), status=answer.status, reason=answer.reason or None, headers=headers
             )
     except ValueError:  # a status outside 100-599
         lease.close()
         raise invalid_answer() from None
-    headers = response.headers
-    for name in list(headers):  # Django's default Content-Type: only the upstream's counts
-        del headers[name]
-    cookie_index = 0
-    for name, value in client_answer_headers(answer.headers, chunked=answer.chunked):
-        lowered = name.lower()
-        if lowered == "set-cookie":
-            dict.__setitem__(response.cookies, f"{cookie_index}", RawSetCookie(value))
-            cookie_index += 1
-            continue
-        if rewrite_location is not None and lowered in LOCATION_HEADERS:
-            value = rewrite_location(value)
-        previous = headers.get(name)
-        headers[name] = value if previous is None else f"{previous}, {value}"
+    if "content-type" not in merged:  # Django's default type: only the upstream's counts
+        del response.headers["Content-Type"]
+    for index, value in enumerate(cookies):
+        dict.__setitem__(response.cookies, str(index), RawSetCookie(value))
     return response
 
 
