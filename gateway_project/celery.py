@@ -41,6 +41,9 @@ app.conf.update(
     accept_content=["json"],
     worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False,
+    # What handlers print (the console mail backend of the quick start writes the mail to
+    # stdout) is logged at INFO as output, not as a WARNING.
+    worker_redirect_stdouts_level="INFO",
     broker_connection_retry_on_startup=True,
     broker_connection_timeout=5.0,
     timezone="UTC",

@@ -161,3 +161,11 @@ def test_allowed_hosts_from_env() -> None:
         "gw.example.com",
         ".internal",
     ]
+
+
+def test_what_a_worker_prints_is_logged_as_info_not_as_a_warning() -> None:
+    """The quick start's console mail backend prints each mail: output, not a warning (issue: log noise)."""
+    from gateway_project.celery import app
+
+    assert app.conf.worker_redirect_stdouts is not False
+    assert app.conf.worker_redirect_stdouts_level == "INFO"
