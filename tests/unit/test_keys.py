@@ -293,3 +293,35 @@ def test_a_burst_of_valid_first_time_keys_from_one_address_is_queued_not_refused
     for thread in threads:
         thread.join(10)
     assert outcomes == [KeyOutcome.VALID] * 12
+
+
+def test_an_expired_key_is_never_logged_as_verified(verifier: KeyVerifier, caplog: pytest.LogCaptureFixture) -> None:
+    table = {
+        "gk_old": compiled("gk_old", "right", expires_at=NOW - timedelta(days=1)),
+        "gk_new": compiled("gk_new", "right"),
+    }
+    with caplog.at_level("INFO", logger="access.keys"):
+        assert verifier.check("gk_old.right", table, "10.0.0.1").outcome is KeyOutcome.EXPIRED
+        assert verifier.check("gk_new.right", table, "10.0.0.1").outcome is KeyOutcome.VALID
+    verified = [record.getMessage() for record in caplog.records if "verified" in record.getMessage()]
+    assert verified == ["API key gk_new verified"]
+
+
+def test_the_guess_budget_is_per_client_and_prefix(offload: CountingOffload) -> None:
+    """Eleven wrong secrets for A's prefix from one address do not lock out B's valid key from it."""
+    verifier = KeyVerifier("s", offload=offload, failure_budget=10, now=lambda: NOW)
+    table = {"gk_a": compiled("gk_a", "right"), "gk_b": compiled("gk_b", "other")}
+    for attempt in range(11):
+        verdict = verifier.check(f"gk_a.wrong{attempt}", table, "10.0.0.9")
+    assert verdict.retry_after_s  # A's prefix is throttled for this address
+    assert verifier.check("gk_b.other", table, "10.0.0.9").outcome is KeyOutcome.VALID
+    assert verifier.check("gk_a.right", table, "10.0.0.9").outcome is KeyOutcome.INVALID  # still throttled
+
+
+def test_the_client_budget_caps_hashing_over_many_prefixes(offload: CountingOffload) -> None:
+    verifier = KeyVerifier("s", offload=offload, failure_budget=10, client_failure_budget=30, now=lambda: NOW)
+    table = {f"gk_{n}": compiled(f"gk_{n}", "right") for n in range(10)}
+    for n in range(10):
+        for attempt in range(10):
+            verifier.check(f"gk_{n}.wrong{attempt}", table, "10.0.0.10")
+    assert offload.calls == 30  # the client's budget over all prefixes, not 10 x 10
