@@ -349,3 +349,17 @@ def test_keyed_caller_on_a_public_entry_follows_its_own_version_list() -> None:
     assert refusal(context(snap, api_key="gk_c.s3cret"), "v1") == (403, "version_not_allowed")
     run_access(context(snap), "v1")  # anonymous: the owner's list
     assert refusal(context(snap), "v2") == (403, "version_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("presented", "logged"),
+    [
+        ("gk_0123456789ab.wrong", "gk_0123456789ab"),  # a well-formed prefix: named in the access line
+        ("secret-without-a-prefix.x", ""),  # not shaped like a prefix: it could be a secret, never logged
+        ("no-dot-at-all", ""),
+    ],
+)
+def test_a_refused_key_is_named_by_its_prefix_only(world: Snapshot, presented: str, logged: str) -> None:
+    ctx = context(world, api_key=presented)
+    assert refusal(ctx)[0] == 401
+    assert ctx.key_prefix == logged
