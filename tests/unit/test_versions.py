@@ -79,3 +79,20 @@ def test_route_target_resolves_pins_including_default() -> None:
     assert r.target("v1") is not None
     assert r.target("default") is r.default
     assert r.target("v9") is None
+
+
+@pytest.mark.parametrize(
+    ("allowed", "current", "expected"),
+    [
+        ({"v2"}, "v2", "v2"),  # current_version, allowed
+        ({"default"}, "v2", "default"),  # current not allowed: default_url, allowed
+        ({"v3"}, "v2", "v3"),  # neither: another active allowed version (weight 0, by name)
+        ({"v1", "v3"}, "v2", "v1"),  # several allowed: the first by name
+    ],
+)
+def test_an_unpinned_call_gets_an_allowed_version_while_one_is_active(
+    allowed: set[str], current: str, expected: str
+) -> None:
+    """SPEC §4.4: never refused version_not_allowed while some version the caller may use is active."""
+    r = route([("v1", 0), ("v2", 0), ("v3", 0)], current=current)
+    assert pick_version(r, (frozenset(allowed),), random.Random(0)).version == expected
