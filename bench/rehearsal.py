@@ -611,6 +611,7 @@ def propagation_phase(config: Config, nodes: list[Proc], rounds: int) -> dict[st
     return {
         "changes": rounds,
         "per_node_max_s": [round(max(values), 3) for values in seen],
+        "per_node_s": [[round(value, 3) for value in values] for values in seen],
         "median_s": round(statistics.median(every), 3),
         "max_s": round(max(every), 3),
     }
