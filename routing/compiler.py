@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import gc
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,7 +42,8 @@ from gateway_core.snapshot import (
     Snapshot,
 )
 
-YIELD_EVERY_ROWS = 500  # ~1 ms of compile work between two chances for requests to run
+YIELD_EVERY_ROWS = 100  # well under 1 ms of compile work between two chances for requests to run
+FREEZE_ABOVE_RECORDS = 20_000  # a whole compile this large is moved out of the garbage collector's reach
 ROW_CHUNK = 2000  # rows fetched per round trip when streaming a large table
 
 T = TypeVar("T")
@@ -80,12 +82,22 @@ def compile_snapshot(version: int) -> Snapshot:
     from routing.models import ServiceConfig
 
     streaming = _whole_compile.set(True)
+    collecting = gc.isenabled()
+    # A whole compile makes hundreds of thousands of objects and no reference cycles;
+    # the collector's full passes over them stalled the worker for seconds meanwhile.
+    gc.disable()
     try:
         routes, routes_by_prefix = _ordered(_compile_routes(ServiceConfig.objects.filter(is_active=True)))
         applications = _compile_applications(Application.objects.filter(is_active=True))
         keys = dict(_compile_keys(ApiKey.objects.filter(application__is_active=True)))
     finally:
         _whole_compile.reset(streaming)
+        if collecting:
+            gc.enable()
+    if len(keys) + sum(len(a.entries) for a in applications.values()) + len(routes) > FREEZE_ABOVE_RECORDS:
+        # Long-lived and acyclic: out of the generations, later full collections do not
+        # walk them (reference counting still frees an old snapshot once unused).
+        gc.freeze()
     compiled = _snapshot(
         version,
         routes,
