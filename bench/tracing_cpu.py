@@ -12,6 +12,11 @@ own greenlet between requests, are inside the slice). CPU time is what a load on
 shared machine disturbs least, so these figures are steadier than bench/run.py's
 requests per second. ``--baseline REV`` adds the gateway of an older commit.
 
+``--ab`` compares tracing on and off inside one process: tracing is set up (1 %, then
+100 %) and switched off and on again slice by slice (``tracing.ENABLED``), so both sides
+share the process, its caches and the machine's load of the moment; medians over 30
+slices each.
+
 ``--parts`` instead times only the tracing calls one proxied request makes (server span,
 client span, traceparent, ends, the access log's trace id) in a tight loop, best of
 seven, per sampling ratio: the smallest figure a loaded machine can give.
@@ -73,6 +78,19 @@ def child(requests_per_slice: int, slices: int) -> None:
 
     for _ in range(300):  # warm-up: pools, caches
         one()
+    if os.environ.get("BENCH_TRACING_AB"):
+        from gateway_core import tracing
+
+        alternating: dict[str, list[float]] = {"on": [], "off": []}
+        for index in range(2 * slices):
+            tracing.ENABLED = index % 2 == 0
+            started = time.process_time()
+            for _ in range(requests_per_slice):
+                one()
+            used_us = (time.process_time() - started) / requests_per_slice * 1e6
+            alternating["on" if tracing.ENABLED else "off"].append(used_us)
+        print(json.dumps(alternating), file=sys.stderr, flush=True)
+        return
     per_request_us = []
     for _ in range(slices):
         started = time.process_time()
@@ -177,6 +195,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the gateway of commit REV (git archive)")
     parser.add_argument("--parts", action="store_true", help="time only the tracing calls of one request")
+    parser.add_argument("--ab", action="store_true", help="tracing on and off in turn within one process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parts:
@@ -216,6 +235,18 @@ def main() -> None:
         processes.append(start("otlp-sink", [PYTHON, "bench/otlp_sink.py", str(sink_port)], env, work))
         wait_ready(f"http://127.0.0.1:{upstream_port}/")
         seed_gateway(env, f"http://127.0.0.1:{upstream_port}")
+        if args.ab:
+            slices = args.slices * args.rounds
+            print(f"tracing on and off in turn in one process ({slices} slices each of {args.requests}):")
+            for name in ("tracing 1 %", "tracing 100 %"):
+                cmd = [PYTHON, str(Path(__file__)), "--child", "--requests", str(args.requests)]
+                cmd += ["--slices", str(args.slices * args.rounds)]
+                ab_env = {**modes[name][0], "BENCH_TRACING_AB": "1"}
+                done = subprocess.run(cmd, cwd=ROOT, env=ab_env, capture_output=True, text=True, check=True)
+                got = json.loads(done.stderr.strip().splitlines()[-1])
+                on, off = statistics.median(got["on"]), statistics.median(got["off"])
+                print(f"  {name}: on {on:.1f} us, off {off:.1f} us, +{on - off:.1f} us, off/on {off / on:.3f}x")
+            return
         for _ in range(args.rounds):
             for name, (mode_env, tree) in modes.items():
                 cmd = [PYTHON, str(Path(__file__)), "--child", "--requests", str(args.requests)]
