@@ -22,11 +22,24 @@ import requests
 from tests.support import servers
 from tests.support.backends import requires_postgres, requires_rabbitmq, requires_redis
 from tests.support.builders import make_public_app, make_service
-from tests.support.kubernetes import PodProcess, container_of, find, render, requires_mount_namespace
+from tests.support.kubernetes import (
+    PodProcess,
+    container_of,
+    find,
+    render,
+    requires_checkout_outside_tmp,
+    requires_mount_namespace,
+)
 from tests.support.servers import port_open
 from tests.support.upstream import EchoRequestHandler, EchoUpstream, Received, echo, free_port
 
-pytestmark = [requires_postgres, requires_redis, requires_rabbitmq, requires_mount_namespace]
+pytestmark = [
+    requires_postgres,
+    requires_redis,
+    requires_rabbitmq,
+    requires_mount_namespace,
+    requires_checkout_outside_tmp,
+]
 
 PUBLIC_HOST = {"Host": "api.example.com"}
 ADMIN_HOST = {"Host": "admin.example.com"}

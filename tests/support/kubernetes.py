@@ -72,6 +72,11 @@ def namespaces_available() -> bool:
 requires_mount_namespace = pytest.mark.skipif(
     not namespaces_available(), reason="needs root and unshare(1) to lay out a pod's read-only filesystem"
 )
+# The pod gets a fresh tmpfs on /tmp (its emptyDir): a checkout under /tmp would vanish inside it.
+requires_checkout_outside_tmp = pytest.mark.skipif(
+    str(ROOT).startswith("/tmp/"),  # noqa: S108 - a path check, nothing is written there
+    reason="the checkout lives under /tmp, which the pod's own /tmp hides",
+)
 
 # Runs as root in its own mount namespace (nothing it mounts is seen outside), then execs
 # the container's command. Exit 97: the root filesystem stayed writable, the test is void.

@@ -76,7 +76,7 @@ def make_ctx(
 def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[metrics.GatewayMetrics, list[tuple[str, int, float]]]]:
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
     recorded: list[tuple[str, int, float]] = []
-    monkeypatch.setattr(traffic, "record", lambda *args: recorded.append(args))
+    monkeypatch.setattr(traffic, "record", lambda *args, **kwargs: recorded.append(args))
     metrics.gateway_metrics.cache_clear()
     yield metrics.gateway_metrics(), recorded
     metrics.gateway_metrics.cache_clear()
@@ -206,7 +206,7 @@ def test_metrics_endpoint_answers_prometheus_text(fresh, client) -> None:
 def _worker(directory: str, service: str, count: int) -> None:
     os.environ[metrics.MULTIPROC_ENV] = directory
     metrics.gateway_metrics.cache_clear()
-    traffic.record = lambda *args: None  # type: ignore[assignment]  # no flusher in the child
+    traffic.record = lambda *args, **kwargs: None  # type: ignore[assignment]  # no flusher in the child
     for _ in range(count):
         metrics.observe_request(make_ctx(service=service), HttpResponse())
 
