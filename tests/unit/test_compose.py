@@ -143,3 +143,27 @@ def test_env_example_lists_every_spec_variable() -> None:
     assert spec <= names, sorted(spec - names)
     assert any(name.startswith("GATEWAY_SERVICE_KEY_") for name in names)
     assert "X_FILE" in text or "_FILE" in text
+
+
+def test_env_example_lists_every_variable_of_the_readme_tables() -> None:
+    """Each variable a README table documents has a commented line in .env.example.
+
+    A table's ``<NAME>``/``<APP>`` placeholder is matched by any example name with that
+    prefix (``GATEWAY_SERVICE_KEY_PIPELINE`` for ``GATEWAY_SERVICE_KEY_<NAME>``).
+    """
+    env_text = (ROOT / ".env.example").read_text()
+    examples = {line.lstrip("# ").split("=", 1)[0] for line in env_text.splitlines() if "=" in line}
+    documented: set[str] = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split("|")[1]
+            documented.update(part.strip("` ") for part in first_cell.split(",") if part.strip().startswith("`"))
+    variables = {n for n in documented if n[:1].isalpha() and n.split("<", 1)[0].rstrip("_").isupper() and "_" in n}
+
+    def listed(name: str) -> bool:
+        stem = name.split("<", 1)[0]
+        return any(example == name or ("<" in name and example.startswith(stem)) for example in examples)
+
+    missing = [name for name in sorted(variables) if not listed(name)]
+    assert len(variables) > 40, sorted(variables)
+    assert not missing, missing
