@@ -15,15 +15,24 @@ pool process):
   ``OTEL_RESOURCE_ATTRIBUTES``.
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (``parentbased_always_on``).
 - ``OTEL_BSP_SCHEDULE_DELAY`` (5000 ms), ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048),
-  ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512): the batch processor, which exports from its own
-  thread (a greenlet under gevent), never on the request path; a full queue drops spans.
+  ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512): the batch processor (:mod:`.batch`), which
+  exports from its own thread (a greenlet under gevent), never on the request path; a
+  full queue drops spans.
 
 The request path's only cost while tracing is off is reading :data:`ENABLED`. Spans
-are recorded by :class:`Span`, a small recorder that hands an SDK ``ReadableSpan`` to
-the SDK's batch processor when it ends: the SDK's own ``Tracer.start_span`` (attribute
-validation, locks, a second copy at the end) costs 30-40 µs a span on the reference
-machine, several times this. Sampling uses the SDK sampler the variables select, ids its
-id generator. Spans never carry a key, token, secret, query string or body.
+are recorded by :class:`Span`, a small recorder of plain values: the SDK's own
+``Tracer.start_span`` (attribute validation, locks, a ``ReadableSpan`` copy at the end)
+costs 30-40 µs a span on the reference machine, several times this. An ended span
+goes to the batch processor as it is; the OTLP encoder (:mod:`.otlp`) reads it there,
+and other exporters get an SDK ``ReadableSpan`` made in the export thread.
+
+Sampling follows the SDK sampler that ``OTEL_TRACES_SAMPLER`` selects. The standard
+ones (``always_on``, ``always_off``, ``traceidratio`` and their ``parentbased_``
+forms) are decided here without asking it, with the same result: a remote parent's
+sampled flag for the parent-based ones, otherwise the low 64 bits of the trace id
+below the ratio's bound, as ``TraceIdRatioBased`` compares. Any other sampler is asked.
+Ids are random 128 and 64 bits, as the SDK's ``RandomIdGenerator`` makes them. Spans
+never carry a key, token, secret, query string or body.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -40,11 +50,19 @@ from typing import Final
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from gateway_core.tracing.batch import BatchProcessor
 from gateway_core.tracing.w3c import format_traceparent, format_tracestate, parse_traceparent
 
 __all__ = [
@@ -71,30 +89,82 @@ SHUTDOWN_TIMEOUT_S: Final = 2.0
 ENABLED = False
 
 _provider: TracerProvider | None = None
-_processor: SpanProcessor | None = None
+_processor: BatchProcessor | None = None
 _resource: Resource | None = None
 _setup_pid = 0
 _atexit_registered = False
 _current: ContextVar[Span | None] = ContextVar("gateway_current_span", default=None)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_EMPTY_STATE = TraceState()
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+
+# The sampling decision, compiled by setup() from the SDK sampler (see _compile_sampler):
+# a new trace (and, unless parent-based, a remote parent's) is sampled when the low 64
+# bits of its trace id are below _root_bound; parent-based, a remote parent's flag
+# decides. _sampler is set instead when the sampler has no such equivalent: it is asked.
+_LOW_64: Final = (1 << 64) - 1
+_root_bound = 1 << 64
+_parent_based = True
+_sampler: Sampler | None = None
+
+
+def _random_trace_id() -> int:
+    trace_id = 0
+    while not trace_id:
+        trace_id = random.getrandbits(128)  # an id, not a secret (as the SDK's RandomIdGenerator)
+    return trace_id
+
+
+def _random_span_id() -> int:
+    span_id = 0
+    while not span_id:
+        span_id = random.getrandbits(64)  # an id, not a secret (as the SDK's RandomIdGenerator)
+    return span_id
+
+
+# The id generators: the SDK provider's when it is not the random one setup() knows.
+_new_trace_id = _random_trace_id
+_new_span_id = _random_span_id
+
+
+class _Discard(dict):  # type: ignore[type-arg]  # a dict of anything, always empty
+    """The attributes of an unsampled span: whatever is set is dropped, so callers need not check."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: object, value: object) -> None:
+        return
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        return
+
+    def setdefault(self, key: object, default: object = None) -> object:
+        return default
+
+
+_DISCARD: Final = _Discard()
 
 
 class Span:
     """One span being recorded. Unsampled spans carry ids for propagation and record nothing.
 
-    Ids are kept as integers and the SDK's ``SpanContext`` is built only when asked for
-    (a sampled span's export, a test): at 1 % sampling most spans never need one.
+    Plain values only (ids as integers, attributes in a dict): the SDK's ``SpanContext``
+    and ``ReadableSpan`` are built only when asked for (another exporter than OTLP, a
+    test). An ended span is handed to the batch processor as it is and not changed again.
     """
 
     __slots__ = (
         "_context",
         "_trace_hex",
         "attributes",
+        "end_ns",
         "kind",
         "name",
         "parent",
         "recording",
+        "sampled",
         "span_id",
         "start_ns",
         "status",
@@ -108,7 +178,6 @@ class Span:
         kind: SpanKind,
         trace_id: int,
         span_id: int,
-        *,
         sampled: bool,
         trace_state: TraceState,
         parent: SpanContext | Span | None,
@@ -121,76 +190,83 @@ class Span:
         self.span_id = span_id
         self.trace_state = trace_state
         self.parent = parent
-        self.recording = sampled
-        self.attributes: dict[str, object] = attributes if attributes is not None else {}
-        self.status: Status | None = None
-        self.start_ns = time.time_ns() if sampled else 0
+        self.sampled = self.recording = sampled
         self._trace_hex = trace_hex
         self._context: SpanContext | None = None
+        self.status: Status | None = None
+        self.end_ns = 0
+        if sampled:
+            self.attributes: dict[str, object] = attributes if attributes is not None else {}
+            self.start_ns = time.time_ns()
+        else:
+            self.attributes = _DISCARD
+            self.start_ns = 0
 
     @property
     def context(self) -> SpanContext:
         """Return this span's SDK ``SpanContext``."""
         if self._context is None:
-            flags = _SAMPLED if self.recording or self.start_ns else _NOT_SAMPLED
             self._context = SpanContext(
-                self.trace_int, self.span_id, is_remote=False, trace_flags=flags, trace_state=self.trace_state
+                self.trace_int,
+                self.span_id,
+                is_remote=False,
+                trace_flags=_SAMPLED if self.sampled else _NOT_SAMPLED,
+                trace_state=self.trace_state,
             )
         return self._context
 
     @property
     def trace_id(self) -> str:
         """Return the trace id as 32 hex digits."""
-        if self._trace_hex is None:
-            self._trace_hex = f"{self.trace_int:032x}"
-        return self._trace_hex
+        trace_hex = self._trace_hex
+        if trace_hex is None:
+            trace_hex = self._trace_hex = f"{self.trace_int:032x}"
+        return trace_hex
 
     def traceparent(self) -> str:
         """Return the ``traceparent`` that makes the receiver's span a child of this one."""
-        return f"00-{self.trace_id}-{self.span_id:016x}-{'01' if self.recording or self.start_ns else '00'}"
+        return f"00-{self.trace_id}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
 
     def tracestate(self) -> str:
         """Return the ``tracestate`` to send beside :meth:`traceparent` (may be empty)."""
-        return format_tracestate(self.trace_state)
+        return format_tracestate(self.trace_state) if self.trace_state else ""
 
     def fail(self, error_type: str) -> None:
         """Mark the span failed with ``error_type`` (an error code or exception class name, never a message)."""
         if self.recording:
             self.attributes["error.type"] = error_type
-            self.status = Status(StatusCode.ERROR)
+            self.status = _ERROR
 
     def end(self) -> None:
         """Finish the span and queue it for export (at most once)."""
         if not self.recording:
             return
-        self.recording = False  # start_ns stays set: the span keeps saying "sampled" to its children
-        processor, resource = _processor, _resource
-        if processor is None or resource is None:
-            return
-        parent = self.parent
-        processor.on_end(
-            ReadableSpan(
-                self.name,
-                context=self.context,
-                parent=parent.context if isinstance(parent, Span) else parent,
-                resource=resource,
-                attributes=self.attributes,
-                kind=self.kind,
-                status=self.status or _UNSET,
-                start_time=self.start_ns,
-                end_time=time.time_ns(),
-                instrumentation_scope=SCOPE,
-            )
-        )
+        self.recording = False
+        self.end_ns = time.time_ns()
+        processor = _processor
+        if processor is not None:
+            processor.on_end(self)
 
     @property
-    def sampled(self) -> bool:
-        """Return whether this span's trace is sampled (recorded and exported)."""
-        return self.recording or bool(self.start_ns)
+    def parent_context(self) -> SpanContext | None:
+        """Return the parent's SDK ``SpanContext`` (remote or local), or None for a root span."""
+        parent = self.parent
+        return parent.context if isinstance(parent, Span) else parent
 
-
-_UNSET = Status(StatusCode.UNSET)
-_EMPTY_STATE = TraceState()
+    def readable(self, resource: Resource | None = None) -> ReadableSpan:
+        """Return the ended span as an SDK ``ReadableSpan`` (for exporters other than the OTLP encoder)."""
+        return ReadableSpan(
+            self.name,
+            context=self.context,
+            parent=self.parent_context,
+            resource=resource if resource is not None else _resource,
+            attributes=dict(self.attributes),
+            kind=self.kind,
+            status=self.status or _UNSET,
+            start_time=self.start_ns,
+            end_time=self.end_ns,
+            instrumentation_scope=SCOPE,
+        )
 
 
 def start_span(
@@ -203,36 +279,38 @@ def start_span(
     """Start a span; ``parent`` is a remote context (a received ``traceparent``), a local span, or None (a root).
 
     Only call while :data:`ENABLED`. A local parent's sampling decision is kept; a remote
-    parent or a new trace is decided by the configured sampler.
+    parent or a new trace is decided by the configured sampler. An unsampled span keeps
+    no attributes.
     """
-    provider = _provider
-    assert provider is not None  # noqa: S101 - callers check ENABLED first
-    span_id = provider.id_generator.generate_span_id()
-    if isinstance(parent, Span):
+    if parent.__class__ is Span:
         return Span(
             name,
             kind,
-            parent.trace_int,
-            span_id,
-            sampled=parent.sampled,
-            trace_state=parent.trace_state,
-            parent=parent,
-            attributes=attributes,
-            trace_hex=parent._trace_hex,
+            parent.trace_int,  # type: ignore[union-attr]  # a Span, checked above
+            _new_span_id(),
+            parent.sampled,  # type: ignore[union-attr]
+            parent.trace_state,  # type: ignore[union-attr]
+            parent,
+            attributes,
+            parent._trace_hex,  # type: ignore[union-attr]
         )
-    trace_id = parent.trace_id if parent is not None else provider.id_generator.generate_trace_id()
-    sampler_parent = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)) if parent is not None else None
-    result = provider.sampler.should_sample(sampler_parent, trace_id, name, kind, attributes)
-    return Span(
-        name,
-        kind,
-        trace_id,
-        span_id,
-        sampled=result.decision is Decision.RECORD_AND_SAMPLE,
-        trace_state=result.trace_state if result.trace_state is not None else _EMPTY_STATE,
-        parent=parent,
-        attributes=attributes,
-    )
+    if parent is None:
+        trace_id = _new_trace_id()
+        state = _EMPTY_STATE
+        sampled = (trace_id & _LOW_64) < _root_bound
+    else:
+        assert isinstance(parent, SpanContext)  # noqa: S101 - a remote parent is a SpanContext
+        trace_id = parent.trace_id
+        state = parent.trace_state
+        # Parent-based: the remote parent's sampled flag; otherwise its trace id, as for a new trace.
+        sampled = bool(parent.trace_flags & TraceFlags.SAMPLED) if _parent_based else (trace_id & _LOW_64) < _root_bound
+    sampler = _sampler
+    if sampler is not None:  # a sampler without a fast equivalent: ask it
+        context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)) if parent is not None else None
+        result = sampler.should_sample(context, trace_id, name, kind, attributes)
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
+    return Span(name, kind, trace_id, _new_span_id(), sampled, state, parent, attributes)
 
 
 def activate(span: Span | None) -> None:
@@ -258,6 +336,42 @@ def remote_parent(headers: Mapping[str, str], traceparent: str, tracestate: str)
     return parse_traceparent(headers.get(traceparent), headers.get(tracestate))
 
 
+def _compile_sampler(sampler: Sampler) -> tuple[int, bool, Sampler | None]:
+    """Return ``(root bound, parent-based, sampler to ask)`` deciding as ``sampler`` does.
+
+    ``always_on`` / ``always_off`` are the bounds 2**64 and 0 (every and no trace id),
+    ``traceidratio`` its own bound, the ``parentbased_`` forms the same for a new trace
+    and the remote parent's flag otherwise (local parents: always the parent's
+    decision). Anything else, a ``ParentBased`` with other delegates included, is asked.
+    """
+    everything = 1 << 64
+
+    def bound(root: Sampler) -> int | None:
+        if root is ALWAYS_ON:
+            return everything
+        if root is ALWAYS_OFF:
+            return 0
+        if type(root) is TraceIdRatioBased:
+            return root.bound
+        return None
+
+    if isinstance(sampler, ParentBased) and type(sampler).should_sample is ParentBased.should_sample:
+        delegates = (
+            sampler._remote_parent_sampled,
+            sampler._remote_parent_not_sampled,
+            sampler._local_parent_sampled,
+            sampler._local_parent_not_sampled,
+        )
+        root_bound = bound(sampler._root)
+        if delegates == (ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF) and root_bound is not None:
+            return root_bound, True, None
+        return everything, True, sampler
+    root_bound = bound(sampler)
+    if root_bound is not None:
+        return root_bound, False, None
+    return everything, True, sampler
+
+
 # --- Setup -----------------------------------------------------------------------------------
 
 
@@ -268,6 +382,7 @@ def setup(default_service_name: str = DEFAULT_SERVICE_NAME) -> bool:
     An unusable setting is logged and leaves tracing off: tracing never stops a gateway.
     """
     global ENABLED, _provider, _processor, _resource, _setup_pid, _atexit_registered
+    global _root_bound, _parent_based, _sampler, _new_trace_id, _new_span_id
     if _setup_pid == os.getpid():
         return ENABLED
     _setup_pid = os.getpid()
@@ -276,19 +391,27 @@ def setup(default_service_name: str = DEFAULT_SERVICE_NAME) -> bool:
     exporter_name = env.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or exporter_name in ("", "none"):
         return False
+    resource = Resource.create({})  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": default_service_name}))
     try:
-        exporter = _exporter(exporter_name, env)
+        exporter = _exporter(exporter_name, env, resource)
     except (OSError, ValueError) as exc:
         logger.error("tracing left off: %s", exc)
         return False
     if exporter is None:
         return False
-    resource = Resource.create({})  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({"service.name": default_service_name}))
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # ours is bounded: see shutdown()
-    processor = BatchSpanProcessor(exporter)
-    provider.add_span_processor(processor)
+    # The provider is asked for what OTEL_TRACES_SAMPLER selects and its id generator; spans are ours.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    _root_bound, _parent_based, _sampler = _compile_sampler(provider.sampler)
+    generator = provider.id_generator
+    if type(generator) is RandomIdGenerator:
+        _new_trace_id, _new_span_id = _random_trace_id, _random_span_id
+    else:
+        _new_trace_id, _new_span_id = generator.generate_trace_id, generator.generate_span_id
+    if _processor is not None:  # a forked child's copy of its parent's, or a test's setup again
+        _processor.discard()
+    processor = BatchProcessor.from_env(exporter, env)
     _quiet_sdk_logs()
     _provider, _processor, _resource = provider, processor, resource
     ENABLED = True
@@ -310,27 +433,41 @@ def shutdown(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
     ``timeout_s``, then the process goes on exiting without it.
     """
     global ENABLED, _provider, _processor
-    provider = _provider
+    processor = _processor
     ENABLED = False
     _provider = _processor = None
-    if provider is None or _setup_pid != os.getpid():
+    if processor is None or _setup_pid != os.getpid():
         return
-    stopper = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
+    stopper = threading.Thread(target=processor.shutdown, args=(timeout_s,), name="tracing-shutdown", daemon=True)
     stopper.start()
     stopper.join(timeout_s)
 
 
 def force_flush(timeout_ms: int = 5000) -> None:
     """Export every queued span now (tests, a worker about to exit)."""
-    if _provider is not None:
-        _provider.force_flush(timeout_ms)
+    if _processor is not None:
+        _processor.force_flush(timeout_ms)
 
 
-def _exporter(name: str, env: Mapping[str, str]) -> object | None:
+class _ReadableSpans:
+    """Hand an SDK exporter (the console's) ``ReadableSpan`` copies of the gateway's span records."""
+
+    def __init__(self, exporter: object, resource: Resource) -> None:
+        self._exporter = exporter
+        self._resource = resource
+
+    def export(self, spans: list[Span]) -> object:
+        return self._exporter.export([span.readable(self._resource) for span in spans])  # type: ignore[attr-defined]
+
+    def shutdown(self) -> object:
+        return self._exporter.shutdown()  # type: ignore[attr-defined]
+
+
+def _exporter(name: str, env: Mapping[str, str], resource: Resource) -> object | None:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        return _ReadableSpans(ConsoleSpanExporter(), resource)
     if name != "otlp":
         logger.error("tracing left off: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
         return None
@@ -344,7 +481,7 @@ def _exporter(name: str, env: Mapping[str, str]) -> object | None:
     if headers_file and not env.get("OTEL_EXPORTER_OTLP_HEADERS"):
         with open(headers_file, encoding="utf-8") as handle:
             options["headers"] = _parse_headers(handle.read().strip())
-    return SpanExporter(**options)
+    return SpanExporter(resource=resource, scope=SCOPE, **options)
 
 
 def _parse_headers(value: str) -> dict[str, str]:

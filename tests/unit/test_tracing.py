@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway_core import tracing
-from gateway_core.tracing import otlp, w3c
+from gateway_core.tracing import batch, otlp, w3c
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -112,10 +125,13 @@ class Recorder:
     """Stands in for the batch processor: keeps what ended."""
 
     def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
+        self.spans: list[tracing.Span] = []
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: tracing.Span) -> None:
         self.spans.append(span)
+
+    def discard(self) -> None:
+        self.spans.clear()
 
 
 @pytest.fixture
@@ -124,14 +140,17 @@ def traced(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "gw-unit")
+    for name in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(tracing, "_setup_pid", 0)
+    monkeypatch.setattr(tracing, "_processor", None)
     assert tracing.setup() is True
     real = tracing._processor
     recorder = Recorder()
     monkeypatch.setattr(tracing, "_processor", recorder)
     yield recorder
     if real is not None:
-        real.shutdown()
+        real.shutdown(0)
     monkeypatch.setattr(tracing, "ENABLED", False)
     monkeypatch.setattr(tracing, "_provider", None)
 
@@ -169,30 +188,35 @@ def test_a_child_span_continues_its_parent(traced: Recorder) -> None:
     server.end()
 
     assert [s.name for s in traced.spans] == ["GET", "GET"]
-    sent, received = traced.spans
+    sent, received = (span.readable() for span in traced.spans)
     assert received.context.trace_id == remote.trace_id == sent.context.trace_id
     assert received.parent == remote
     assert sent.parent == server.context
     assert sent.attributes["error.type"] == "upstream_timeout"
     assert sent.status.status_code is StatusCode.ERROR
+    assert received.attributes == {"http.request.method": "GET"}
     assert client.traceparent() == f"00-{remote.trace_id:032x}-{client.context.span_id:016x}-01"
     assert client.tracestate() == "vendor=abc"
     assert received.resource.attributes["service.name"] == "gw-unit"
     assert sent.start_time <= sent.end_time
+    assert received.start_time <= sent.start_time and sent.end_time <= received.end_time
 
 
-def test_an_unsampled_span_propagates_ids_and_records_nothing(
-    traced: Recorder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unsampled_span_propagates_ids_and_records_nothing(traced: Recorder) -> None:
     unsampled = w3c.parse_traceparent(VALID[:-2] + "00")
-    span = tracing.start_span("GET", SpanKind.SERVER, parent=unsampled)
+    span = tracing.start_span("GET", SpanKind.SERVER, parent=unsampled, attributes={"http.request.method": "GET"})
     child = tracing.start_span("GET", SpanKind.CLIENT, parent=span)
+    child.attributes["http.response.status_code"] = 200  # dropped: nothing is recorded
+    child.attributes.update({"url.full": "http://upstream"})
+    child.fail("upstream_timeout")
     child.end()
     span.end()
 
     assert traced.spans == []
-    assert child.traceparent().endswith("-00")
+    assert child.traceparent().endswith("-00") and span.traceparent().endswith("-00")
     assert child.context.trace_id == unsampled.trace_id
+    assert dict(span.attributes) == {} and dict(child.attributes) == {}
+    assert not child.sampled and not child.recording
 
 
 def test_the_current_span_names_the_access_logs_trace_id(traced: Recorder) -> None:
@@ -270,3 +294,280 @@ def test_the_encoder_remembers_no_stale_resource() -> None:
         decoded = ExportTraceServiceRequest.FromString(encoder.encode([span]))
         attributes = {kv.key: kv.value.string_value for kv in decoded.resource_spans[0].resource.attributes}
         assert attributes["service.name"] == name
+
+
+def test_the_fast_encoder_writes_the_gateways_records_as_the_official_encoder_writes_them(traced: Recorder) -> None:
+    """The records the request path makes, encoded directly, against the official encoding of their ReadableSpan."""
+    remote = w3c.parse_traceparent(VALID, "vendor=abc,other=1")
+    server = tracing.start_span("GET /api/v1/orders", SpanKind.SERVER, parent=remote)
+    server.attributes.update({"http.request.method": "GET", "http.response.status_code": 503, "gateway.fallback": True})
+    client = tracing.start_span("GET", SpanKind.CLIENT, parent=server, attributes={"server.port": 8080, "r": 0.25})
+    client.fail("upstream_timeout")
+    client.end()
+    server.fail("503")
+    server.end()
+    root = tracing.start_span("publish sms ✓", SpanKind.PRODUCER, attributes={"list": ["a", "b"], "n": -5})
+    root.end()
+    unnamed = tracing.start_span("", SpanKind.INTERNAL, parent=root, attributes={"x" * 200: "y" * 300})
+    unnamed.end()
+    records = traced.spans
+    assert len(records) == 4
+    resource = Resource.create({"service.name": "gw"})
+
+    ours = ExportTraceServiceRequest.FromString(otlp.ExportRequestEncoder(resource, SCOPE).encode(records))
+    official_spans = [span.readable(resource) for span in records]
+    for span in official_spans:
+        span._instrumentation_scope = SCOPE
+    official = ExportTraceServiceRequest.FromString(encode_spans(official_spans).SerializeToString())
+
+    assert ours == official
+    [scope_spans] = ours.resource_spans[0].scope_spans
+    assert [span.name for span in scope_spans.spans] == ["GET", "GET /api/v1/orders", "publish sms ✓", ""]
+
+
+def test_records_and_readable_spans_share_one_request() -> None:
+    record = tracing.Span("GET", SpanKind.CLIENT, 0xABC, 0x5, True, TraceState(), None, {"a": "b"})
+    record.end_ns = record.start_ns + 10
+    spans = [_readable(), record, _readable(resource=RESOURCE, name="second")]
+
+    ours = ExportTraceServiceRequest.FromString(otlp.ExportRequestEncoder(RESOURCE, SCOPE).encode(spans))
+    official = ExportTraceServiceRequest.FromString(
+        encode_spans([_readable(), record.readable(RESOURCE), _readable(name="second")]).SerializeToString()
+    )
+
+    assert ours == official
+
+
+# --- Sampling decided without the SDK sampler -----------------------------------------------
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Recorder]]:
+    """Return ``configure(sampler, arg)``: tracing set up with that OTEL_TRACES_SAMPLER, spans recorded."""
+    reals: list[object] = []
+
+    def configure(sampler: str | None, arg: str | None = None) -> Recorder:
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        for name, value in (("OTEL_TRACES_SAMPLER", sampler), ("OTEL_TRACES_SAMPLER_ARG", arg)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        monkeypatch.setattr(tracing, "_setup_pid", 0)
+        monkeypatch.setattr(tracing, "_processor", None)
+        assert tracing.setup() is True
+        reals.append(tracing._processor)
+        recorder = Recorder()
+        monkeypatch.setattr(tracing, "_processor", recorder)
+        return recorder
+
+    yield configure
+    for real in reals:
+        real.shutdown(0)  # type: ignore[attr-defined]  # a BatchProcessor
+    monkeypatch.setattr(tracing, "ENABLED", False)
+    monkeypatch.setattr(tracing, "_provider", None)
+
+
+SAMPLERS = [
+    (None, None),  # parentbased_always_on
+    ("parentbased_always_on", None),
+    ("parentbased_always_off", None),
+    ("always_on", None),
+    ("always_off", None),
+    ("traceidratio", "0.25"),
+    ("traceidratio", "not-a-ratio"),  # the SDK's default: 1.0
+    ("parentbased_traceidratio", "0.01"),
+    ("parentbased_traceidratio", "0.5"),
+    ("parentbased_traceidratio", "1.0"),
+    ("parentbased_traceidratio", "0"),
+    ("unknown_sampler", None),  # the SDK's default: parentbased_always_on
+]
+
+
+def _trace_ids(bound: int | None) -> list[int]:
+    rng = random.Random(16)
+    ids = [rng.getrandbits(128) or 1 for _ in range(2000)]
+    high = rng.getrandbits(64) << 64
+    ids += [1, (1 << 128) - 1, high, high | ((1 << 64) - 1)]
+    if bound is not None and 0 < bound < 1 << 64:
+        ids += [high | (bound - 1), high | bound, high | (bound + 1), bound - 1, bound]  # either side of the bound
+    return ids
+
+
+@pytest.mark.parametrize(("sampler", "arg"), SAMPLERS)
+def test_the_sampling_decision_is_the_sdk_samplers_for_the_same_trace_id(
+    configure: Callable[..., Recorder], monkeypatch: pytest.MonkeyPatch, sampler: str | None, arg: str | None
+) -> None:
+    """New traces and remote parents (sampled or not, with a tracestate) decide as the SDK sampler does."""
+    configure(sampler, arg)
+    sdk = TracerProvider().sampler  # what the same variables select
+    assert tracing._sampler is None  # a standard sampler: decided without asking it
+    root = getattr(sdk, "_root", sdk)
+    bound = getattr(root, "bound", None)
+    state = TraceState([("vendor", "abc")])
+    decisions = {True: 0, False: 0}
+    for trace_id in _trace_ids(bound):
+        monkeypatch.setattr(tracing, "_new_trace_id", lambda trace_id=trace_id: trace_id)
+        span = tracing.start_span("GET", SpanKind.SERVER)
+        expected = sdk.should_sample(None, trace_id, "GET", SpanKind.SERVER)
+        assert span.sampled is (expected.decision is Decision.RECORD_AND_SAMPLE), hex(trace_id)
+        assert span.trace_int == trace_id and span.trace_state == TraceState()
+        decisions[span.sampled] += 1
+        for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED):
+            remote = SpanContext(trace_id, 0x42, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
+            span = tracing.start_span("GET", SpanKind.SERVER, parent=remote)
+            context = set_span_in_context(NonRecordingSpan(remote))
+            expected = sdk.should_sample(context, trace_id, "GET", SpanKind.SERVER)
+            assert span.sampled is (expected.decision is Decision.RECORD_AND_SAMPLE), (hex(trace_id), flags)
+            assert span.trace_state == expected.trace_state == state
+            child = tracing.start_span("GET", SpanKind.CLIENT, parent=span)
+            assert child.sampled is span.sampled  # a local parent's decision is kept
+    if bound is not None and 0 < bound < 1 << 64 and root.rate >= 0.25:
+        assert decisions[True] and decisions[False]  # the ratio did split the ids
+
+
+def test_a_sampler_without_a_fast_equivalent_is_asked(configure: Callable[..., Recorder]) -> None:
+    configure("parentbased_always_on")
+
+    class PostsOnly(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None):  # type: ignore[no-untyped-def]
+            decision = Decision.RECORD_AND_SAMPLE if name.startswith("POST") else Decision.DROP
+            return SamplingResult(decision, None, TraceState([("asked", "1")]))
+
+        def get_description(self) -> str:
+            return "PostsOnly"
+
+    for sampler in (PostsOnly(), ParentBased(PostsOnly()), ParentBased(ALWAYS_ON, remote_parent_sampled=PostsOnly())):
+        compiled = tracing._compile_sampler(sampler)
+        assert compiled[2] is sampler
+    tracing._root_bound, tracing._parent_based, tracing._sampler = tracing._compile_sampler(PostsOnly())
+    remote = w3c.parse_traceparent(VALID)
+
+    post, get = tracing.start_span("POST", SpanKind.SERVER), tracing.start_span("GET", SpanKind.SERVER, parent=remote)
+
+    assert post.sampled and not get.sampled  # the remote parent was sampled: PostsOnly said no
+    assert post.trace_state == TraceState([("asked", "1")])
+    assert tracing.start_span("GET", SpanKind.CLIENT, parent=post).sampled  # local parents: the parent's decision
+
+
+def test_new_trace_ids_are_random_and_valid(configure: Callable[..., Recorder]) -> None:
+    configure("always_on")
+    spans = [tracing.start_span("GET", SpanKind.SERVER) for _ in range(200)]
+
+    assert len({span.trace_int for span in spans}) == len({span.span_id for span in spans}) == 200
+    assert all(0 < span.trace_int < 1 << 128 and 0 < span.span_id < 1 << 64 for span in spans)
+    assert all(span.context.is_valid for span in spans)
+    assert any(span.trace_int >= 1 << 64 for span in spans)  # all 128 bits
+
+
+# --- The batch processor --------------------------------------------------------------------
+
+
+class Collecting:
+    """An exporter that keeps the batches it gets (and can be made to fail)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[object]] = []
+        self.fail = fail
+        self.shut = False
+
+    def export(self, spans: list[object]) -> None:
+        self.batches.append(list(spans))
+        if self.fail:
+            raise ConnectionError("collector down")
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_full_batch_is_exported_without_waiting_for_the_delay() -> None:
+    exporter = Collecting()
+    processor = batch.BatchProcessor(exporter, schedule_delay_ms=60_000, max_queue_size=100, max_export_batch_size=4)
+    try:
+        for item in range(10):
+            processor.on_end(item)
+        _wait_for(lambda: len(exporter.batches) == 2)
+        assert exporter.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]  # oldest first; 8 and 9 wait for the delay
+        processor.force_flush()
+        assert exporter.batches[-1] == [8, 9]
+    finally:
+        processor.shutdown(1.0)
+    assert exporter.shut
+
+
+def test_the_delay_exports_a_partial_batch_and_shutdown_exports_the_rest() -> None:
+    exporter = Collecting()
+    processor = batch.BatchProcessor(exporter, schedule_delay_ms=20, max_queue_size=100, max_export_batch_size=50)
+    processor.on_end("a")
+    _wait_for(lambda: exporter.batches == [["a"]])
+    processor.on_end("b")
+    processor.shutdown(1.0)
+    assert exporter.batches == [["a"], ["b"]] and exporter.shut
+    processor.on_end("late")  # after shutdown: queued, never exported, no error
+    assert processor.force_flush() is False
+
+
+def test_a_full_queue_drops_new_spans_and_a_failing_exporter_does_not_stop_the_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = Collecting(fail=True)
+    processor = batch.BatchProcessor(exporter, schedule_delay_ms=60_000, max_queue_size=3, max_export_batch_size=8)
+    try:
+        for item in range(5):
+            processor.on_end(item)  # the batch size is clamped to the queue's: 3 wake the thread
+        _wait_for(lambda: len(exporter.batches) == 1)
+        assert exporter.batches == [[0, 1, 2]]
+        assert processor.dropped in (1, 2)  # 3 and 4 arrived while the queue was full (3 maybe after the export)
+        for item in range(5, 8):
+            processor.on_end(item)
+        _wait_for(lambda: len(exporter.batches) == 2)  # the thread goes on after a failed export
+    finally:
+        processor.shutdown(1.0)
+    assert any("span export failed: ConnectionError" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (5.0, 2048, 512)),
+        (
+            {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_BSP_MAX_QUEUE_SIZE": "64", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16"},
+            (0.05, 64, 16),
+        ),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16"}, (5.0, 8, 8)),  # clamped
+        ({"OTEL_BSP_SCHEDULE_DELAY": "soon", "OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, (5.0, 2048, 512)),  # defaults
+    ],
+)
+def test_the_batch_processor_reads_the_otel_bsp_variables(
+    env: dict[str, str], expected: tuple[float, int, int]
+) -> None:
+    processor = batch.BatchProcessor.from_env(Collecting(), env)
+    try:
+        assert (processor._delay_s, processor._max_queue, processor._batch) == expected
+    finally:
+        processor.shutdown(1.0)
+
+
+def test_the_console_exporter_gets_readable_spans(configure: Callable[..., Recorder], monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setattr(tracing, "_setup_pid", 0)
+    assert tracing.setup() is True
+    exporter = tracing._processor.exporter  # type: ignore[union-attr]
+    printed: list[object] = []
+    monkeypatch.setattr(exporter._exporter, "export", printed.extend)
+    span = tracing.start_span("GET", SpanKind.SERVER, attributes={"http.request.method": "GET"})
+    span.end()
+    tracing.force_flush()
+    tracing.shutdown(1.0)
+
+    [readable] = printed
+    assert isinstance(readable, ReadableSpan)
+    assert readable.attributes == {"http.request.method": "GET"} and readable.resource is tracing._resource
