@@ -35,17 +35,17 @@ def publish_start(queue: str) -> Span | None:
     """Start the producer span of a publish to ``queue``, child of the request's span; None when off."""
     if not tracing.ENABLED:
         return None
-    return tracing.start_span(
-        f"publish {queue}",
-        SpanKind.PRODUCER,
-        parent=tracing.current_span(),
-        attributes={
-            "messaging.system": _messaging_system(),
-            "messaging.destination.name": queue,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
-        },
-    )
+    span = tracing.start_span(f"publish {queue}", SpanKind.PRODUCER, parent=tracing.current_span())
+    if span.recording:  # an unsampled span only carries ids
+        span.attributes.update(
+            {
+                "messaging.system": _messaging_system(),
+                "messaging.destination.name": queue,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+            }
+        )
+    return span
 
 
 def trace_headers(span: Span | None, headers: dict[str, str]) -> dict[str, str]:

@@ -5,7 +5,9 @@ no authority) or starts a trace; it is named ``<method> <route prefix>`` once th
 is known, ends when the response body has been sent, and carries the route, service,
 version, application, status and, when the gateway answered itself, its error code.
 Each upstream attempt (the version's URL, then the fallback) is its own client span, and
-the upstream always receives the gateway's ``traceparent``, never the client's.
+the upstream always receives the gateway's ``traceparent``, never the client's. In an
+unsampled trace nobody records either span, so there is no client span: the upstream
+gets the server span's id (flags ``00``), as the parent it would have named anyway.
 Attribute names follow the OpenTelemetry HTTP conventions plus ``gateway.*``; a key,
 token, query string or body never goes in. Everything here is a no-op while tracing is off.
 """
@@ -100,6 +102,8 @@ def upstream_attempt(
         if not tracing.ENABLED:
             return send(ctx, base_url, path, *args, **kwargs)
         server = tracing.current_span()
+        if server is not None and not server.sampled:  # recorded by nobody: the server span's id goes upstream
+            return send(ctx, base_url, path, *args, **kwargs)
         method = ctx.request.method or "GET"
         method = method if method in KNOWN_METHODS else "_OTHER"
         span = tracing.start_span(method, SpanKind.CLIENT, parent=server)
@@ -125,21 +129,25 @@ def upstream_attempt(
             raise
         finally:
             tracing.activate(server)
-        span.attributes["http.response.status_code"] = response.status_code
-        if response.status_code >= 400:
-            span.fail(str(response.status_code))
-        span.end()
+        if span.recording:
+            span.attributes["http.response.status_code"] = response.status_code
+            if response.status_code >= 400:
+                span.fail(str(response.status_code))
+            span.end()
         return response
 
     return traced
 
 
 def propagate(headers: dict[str, str]) -> None:
-    """Replace any client trace context in upstream ``headers`` by the current upstream span's."""
+    """Replace any client trace context in upstream ``headers`` by the gateway's.
+
+    That of the current span: the attempt's client span, or in an unsampled trace the server span.
+    """
     if not tracing.ENABLED:
         return
     span = tracing.current_span()
-    if span is None or span.kind is not SpanKind.CLIENT:
+    if span is None:
         return
     for name in _CLIENT_TRACE_HEADERS:
         headers.pop(name, None)

@@ -256,6 +256,43 @@ def test_with_tracing_off_nothing_is_exported_and_the_clients_traceparent_passes
     assert otlp.requests == 0
 
 
+def test_an_unsampled_request_sends_the_upstream_the_server_spans_id_and_exports_nothing(
+    gateway_server, otlp: OtlpReceiver, echo_upstream: EchoUpstream, orders: dict[str, object]
+) -> None:
+    """1 % sampling's common case: no span recorded, the upstream still gets the gateway's traceparent (flags 00)."""
+    gw = gateway_server(env=otlp.env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0"))
+    headers = {"X-API-Key": orders["key"]}
+
+    new = requests.get(gw.url + "/api/v1/orders/1", headers=headers, timeout=10)
+    sent_new = echo_upstream.last.header("traceparent")
+    unsampled = requests.get(
+        gw.url + "/api/v1/orders/2",
+        headers={**headers, "traceparent": CLIENT_TRACEPARENT[:-2] + "00", "tracestate": "vendor=abc"},
+        timeout=10,
+    )
+    sent_unsampled, state_unsampled = echo_upstream.last.header("traceparent"), echo_upstream.last.header("tracestate")
+    sampled = requests.get(  # parent-based: a sampled parent is sampled whatever the ratio
+        gw.url + "/api/v1/orders/3", headers={**headers, "traceparent": CLIENT_TRACEPARENT}, timeout=10
+    )
+    sent_sampled = echo_upstream.last.header("traceparent")
+    assert [r.status_code for r in (new, unsampled, sampled)] == [200, 200, 200]
+
+    version, trace_id, parent_id, flags = sent_new.split("-")
+    assert (version, len(trace_id), len(parent_id), flags) == ("00", 32, 16, "00")
+    assert int(trace_id, 16) and int(parent_id, 16)
+    assert sent_unsampled.startswith(f"00-{CLIENT_TRACE}-") and sent_unsampled.endswith("-00")
+    assert sent_unsampled.split("-")[2] != CLIENT_SPAN  # the gateway's own span id, never the client's
+    assert state_unsampled == "vendor=abc"
+    assert access_trace_ids(gw.log()) == [trace_id, CLIENT_TRACE, CLIENT_TRACE]
+
+    spans = otlp.wait_for(lambda got: {"server", "client"} <= {s.kind for s in got})
+    time.sleep(0.3)  # three export intervals: anything else would have arrived
+    server, client = only(otlp.spans, "server"), only(otlp.spans, "client")
+    assert len(otlp.spans) == 2, spans
+    assert server.attributes["url.path"] == "/api/v1/orders/3" and server.parent_span_id == CLIENT_SPAN
+    assert sent_sampled == f"00-{CLIENT_TRACE}-{client.span_id}-01"
+
+
 @pytest.mark.parametrize("collector", ["refusing", "hanging"])
 def test_a_collector_that_is_down_costs_the_request_path_nothing(
     gateway_server, echo_upstream: EchoUpstream, orders: dict[str, object], collector: str
