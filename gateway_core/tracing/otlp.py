@@ -81,29 +81,39 @@ def _key_value(key: str, value: object) -> bytes:
     return _field(1, key.encode()) + _field(2, _any_value(value))
 
 
-# Encoded attributes, by (field, key, type, value): most values repeat (methods, routes,
-# services, status codes), so most attributes cost one lookup. Cleared when full.
-_ATTRIBUTE_CACHE: dict[tuple[int, str, type, object], bytes] = {}
+# Encoded attributes (whole KeyValue fields), one cache per field number, by (key, type,
+# value): most values repeat (methods, routes, services, status codes), so most attributes
+# cost one lookup. Keys whose values are new each time are encoded and never kept. A
+# cache is cleared when full.
+_ATTRIBUTE_CACHES: dict[int, dict[tuple[str, type, object], bytes]] = {1: {}, 3: {}, 9: {}}
 _ATTRIBUTE_CACHE_MAX = 4096
+_UNIQUE_KEYS = frozenset({"gateway.request.id", "messaging.message.id"})
+_CACHEABLE = (str, int, bool, float)
 
 
 def _attributes(number: int, attributes: Mapping[str, object] | None) -> bytes:
     if not attributes:
         return b""
-    cache = _ATTRIBUTE_CACHE
-    parts = []
-    for key, value in attributes.items():
-        if value.__class__ in (str, int, bool, float):
-            cache_key = (number, key, value.__class__, value)
-            encoded = cache.get(cache_key)
-            if encoded is None:
-                if len(cache) >= _ATTRIBUTE_CACHE_MAX:
-                    cache.clear()
-                encoded = cache[cache_key] = _field(number, _key_value(key, value))
-        else:
-            encoded = _field(number, _key_value(key, value))
-        parts.append(encoded)
-    return b"".join(parts)
+    cache = _ATTRIBUTE_CACHES[number]
+    get = cache.get
+    try:
+        return b"".join(
+            [
+                get((key, value.__class__, value)) or _new_attribute(cache, number, key, value)
+                for key, value in attributes.items()
+            ]
+        )
+    except TypeError:  # an unhashable value (a list): encoded without the cache
+        return b"".join([_field(number, _key_value(key, value)) for key, value in attributes.items()])
+
+
+def _new_attribute(cache: dict[tuple[str, type, object], bytes], number: int, key: str, value: object) -> bytes:
+    encoded = _field(number, _key_value(key, value))
+    if value.__class__ in _CACHEABLE and key not in _UNIQUE_KEYS:
+        if len(cache) >= _ATTRIBUTE_CACHE_MAX:
+            cache.clear()
+        cache[(key, value.__class__, value)] = encoded
+    return encoded
 
 
 def encode_span(span: ReadableSpan) -> bytes:
@@ -150,10 +160,11 @@ def encode_span(span: ReadableSpan) -> bytes:
 _IDS = struct.Struct(">2sQQ2sQ")
 _IDS_PARENT = struct.Struct(">2sQQ2sQ2sQ")
 _KIND_TIMES = struct.Struct("<BBBQBQ")
-_KIND_VALUES = {kind: kind.value + 1 for kind in SpanKind}
+_KIND_VALUES = {id(kind): kind.value + 1 for kind in SpanKind}  # by id(): an Enum's hash is Python code
 _STATUS_FIELDS: dict[StatusCode, bytes] = {
     code: _field(15, b"\x18" + _varint(code.value) if code is not StatusCode.UNSET else b"") for code in StatusCode
 }
+_STATUS_UNSET = _STATUS_FIELDS[StatusCode.UNSET]
 _FLAGS_LOCAL = b"\x85\x01" + _FIXED32.pack(_FLAG_HAS_IS_REMOTE)
 _FLAGS_REMOTE = b"\x85\x01" + _FIXED32.pack(_FLAG_HAS_IS_REMOTE | _FLAG_IS_REMOTE)
 _NAMES: dict[str, bytes] = {}  # encoded span names (field 5): "GET /api/v1/orders" repeats
@@ -194,7 +205,7 @@ def encode_record(span: object) -> bytes:
         name_field = _NAMES[name] = _field(5, name.encode("utf-8", "surrogatepass")) if name else b""
     status = span.status  # type: ignore[attr-defined]
     if status is None:
-        status_field = _STATUS_FIELDS[StatusCode.UNSET]
+        status_field = _STATUS_UNSET
     elif status.description:
         status_field = _field(15, _field(2, status.description.encode()) + b"\x18" + _varint(status.status_code.value))
     else:
@@ -203,14 +214,18 @@ def encode_record(span: object) -> bytes:
         (
             head,
             name_field,
-            _KIND_TIMES.pack(0x30, _KIND_VALUES[span.kind], 0x39, span.start_ns, 0x41, span.end_ns),  # type: ignore[attr-defined]
+            _KIND_TIMES.pack(0x30, _KIND_VALUES[id(span.kind)], 0x39, span.start_ns, 0x41, span.end_ns),  # type: ignore[attr-defined]
             _attributes(9, span.attributes),  # type: ignore[attr-defined]
             status_field,
             flags,
         )
     )
-    size = len(body)
-    return b"\x12" + (bytes((size,)) if size < 0x80 else _varint(size)) + body  # ScopeSpans.spans, field 2
+    size = len(body)  # as ScopeSpans.spans, field 2
+    if size < 0x80:
+        return b"\x12" + bytes((size,)) + body
+    if size < 0x4000:
+        return b"\x12" + bytes((size & 0x7F | 0x80, size >> 7)) + body
+    return b"\x12" + _varint(size) + body
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
@@ -237,6 +252,10 @@ class ExportRequestEncoder:
     def encode(self, spans: Sequence[object]) -> bytes:
         """Return the request body for ``spans``, grouped by resource and scope as the official encoder does."""
         # Grouped by identity: hashing a Resource or a scope serialises its attributes to JSON.
+        if not any(isinstance(span, ReadableSpan) for span in spans):  # the gateway's records only
+            return self._resource_spans(
+                self._resource, {id(self._scope): (self._scope, list(map(encode_record, spans)))}
+            )
         resources: dict[int, Resource] = {}
         grouped: dict[int, dict[int, tuple[InstrumentationScope | None, list[bytes]]]] = {}
         own_resource, own_scope = self._resource, self._scope
@@ -253,22 +272,23 @@ class ExportRequestEncoder:
             if entry is None:
                 entry = scopes[id(scope)] = (scope, [])
             entry[1].append(encoded if encoded is not None else _field(2, encode_span(span)))  # type: ignore[arg-type]
-        body = []
-        for resource_id, scopes in grouped.items():
-            resource = resources[resource_id]
-            cached = self._resources.get(resource_id)
-            if cached is None or cached[0] is not resource:
-                cached = self._resources[resource_id] = (resource, _field(1, _attributes(1, resource.attributes)))
-            resource_bytes = cached[1]
-            scope_spans = b""
-            for scope, items in scopes.values():
-                scope_body = _field(1, _scope(scope)) + b"".join(items)
-                if scope is not None and scope.schema_url:
-                    scope_body += _field(3, scope.schema_url.encode())
-                scope_spans += _field(2, scope_body)
-            schema = _field(3, resource.schema_url.encode()) if resource.schema_url else b""
-            body.append(_field(1, resource_bytes + scope_spans + schema))
-        return b"".join(body)
+        return b"".join(self._resource_spans(resources[key], scopes) for key, scopes in grouped.items())
+
+    def _resource_spans(
+        self, resource: Resource, scopes: dict[int, tuple[InstrumentationScope | None, list[bytes]]]
+    ) -> bytes:
+        """Return one ``ResourceSpans`` field: the resource (encoded once) and its scopes' encoded spans."""
+        cached = self._resources.get(id(resource))
+        if cached is None or cached[0] is not resource:
+            cached = self._resources[id(resource)] = (resource, _field(1, _attributes(1, resource.attributes)))
+        scope_spans = b""
+        for scope, items in scopes.values():
+            scope_body = _field(1, _scope(scope)) + b"".join(items)
+            if scope is not None and scope.schema_url:
+                scope_body += _field(3, scope.schema_url.encode())
+            scope_spans += _field(2, scope_body)
+        schema = _field(3, resource.schema_url.encode()) if resource.schema_url else b""
+        return _field(1, cached[1] + scope_spans + schema)
 
 
 class SpanExporter(OTLPSpanExporter):
