@@ -39,7 +39,8 @@ def request_start(request: HttpRequest) -> None:
     meta = request.META
     method = request.method or "GET"
     method = method if method in KNOWN_METHODS else "_OTHER"
-    parent = tracing.parse_traceparent(meta.get("HTTP_TRACEPARENT"), meta.get("HTTP_TRACESTATE"))
+    traceparent = meta.get("HTTP_TRACEPARENT")
+    parent = tracing.parse_traceparent(traceparent, meta.get("HTTP_TRACESTATE")) if traceparent else None
     span = tracing.start_span(method, SpanKind.SERVER, parent=parent)
     if span.recording:  # an unsampled span only carries ids: nothing to fill in
         protocol = str(meta.get("SERVER_PROTOCOL", ""))

@@ -61,6 +61,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from gateway_core.tracing.batch import BatchProcessor
 from gateway_core.tracing.w3c import format_traceparent, format_tracestate, parse_traceparent
@@ -96,7 +97,7 @@ _atexit_registered = False
 _current: ContextVar[Span | None] = ContextVar("gateway_current_span", default=None)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_EMPTY_STATE = TraceState()
+_EMPTY_STATE = DEFAULT_TRACE_STATE  # also what a SpanContext made without a tracestate holds
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 
@@ -225,11 +226,15 @@ class Span:
 
     def traceparent(self) -> str:
         """Return the ``traceparent`` that makes the receiver's span a child of this one."""
-        return f"00-{self.trace_id}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+        trace_hex = self._trace_hex
+        if trace_hex is None:
+            trace_hex = self._trace_hex = f"{self.trace_int:032x}"
+        return f"00-{trace_hex}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
 
     def tracestate(self) -> str:
         """Return the ``tracestate`` to send beside :meth:`traceparent` (may be empty)."""
-        return format_tracestate(self.trace_state) if self.trace_state else ""
+        state = self.trace_state
+        return "" if state is _EMPTY_STATE or not state else format_tracestate(state)
 
     def fail(self, error_type: str) -> None:
         """Mark the span failed with ``error_type`` (an error code or exception class name, never a message)."""
