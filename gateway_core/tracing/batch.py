@@ -104,7 +104,7 @@ class BatchProcessor:
             self.dropped += 1
             return
         queue.append(span)
-        if len(queue) == self._batch:
+        if len(queue) >= self._batch and not self._wake.is_set():  # the thread clears it before it looks
             self._wake.set()
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -515,22 +516,45 @@ def test_the_delay_exports_a_partial_batch_and_shutdown_exports_the_rest() -> No
     assert processor.force_flush() is False
 
 
-def test_a_full_queue_drops_new_spans_and_a_failing_exporter_does_not_stop_the_thread(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    exporter = Collecting(fail=True)
+def test_a_full_queue_drops_new_spans_while_an_export_hangs() -> None:
+    gate, exporting = threading.Event(), threading.Event()
+
+    class Hanging(Collecting):
+        def export(self, spans: list[object]) -> None:
+            super().export(spans)
+            exporting.set()
+            gate.wait(5)
+
+    exporter = Hanging()
     processor = batch.BatchProcessor(exporter, schedule_delay_ms=60_000, max_queue_size=3, max_export_batch_size=8)
     try:
-        for item in range(5):
+        for item in range(3):
             processor.on_end(item)  # the batch size is clamped to the queue's: 3 wake the thread
-        _wait_for(lambda: len(exporter.batches) == 1)
-        assert exporter.batches == [[0, 1, 2]]
-        assert processor.dropped in (1, 2)  # 3 and 4 arrived while the queue was full (3 maybe after the export)
-        for item in range(5, 8):
+        assert exporting.wait(5)  # ... which now hangs in its export
+        for item in range(3, 8):
+            processor.on_end(item)  # 3 more fill the queue again, the last 2 are dropped
+        assert processor.dropped == 2
+        gate.set()
+        _wait_for(lambda: len(exporter.batches) == 2)
+        assert exporter.batches == [[0, 1, 2], [3, 4, 5]]
+    finally:
+        gate.set()
+        processor.shutdown(1.0)
+
+
+def test_a_failing_exporter_does_not_stop_the_thread(caplog: pytest.LogCaptureFixture) -> None:
+    exporter = Collecting(fail=True)
+    processor = batch.BatchProcessor(exporter, schedule_delay_ms=60_000, max_queue_size=10, max_export_batch_size=2)
+    try:
+        for item in range(2):
             processor.on_end(item)
-        _wait_for(lambda: len(exporter.batches) == 2)  # the thread goes on after a failed export
+        _wait_for(lambda: len(exporter.batches) == 1)
+        for item in range(2, 4):
+            processor.on_end(item)
+        _wait_for(lambda: len(exporter.batches) == 2)
     finally:
         processor.shutdown(1.0)
+    assert exporter.batches == [[0, 1], [2, 3]]
     assert any("span export failed: ConnectionError" in r.getMessage() for r in caplog.records)
 
 
