@@ -174,7 +174,10 @@ def parts() -> None:
             server.end()
 
         runs = timeit.repeat(request, number=20000, repeat=7, timer=time.process_time)
-        print(f"tracing calls of one request at {float(ratio):.0%} sampling: {min(runs) / 20000 * 1e6:.1f} us CPU")
+        print(
+            f"tracing calls of one request at {float(ratio):.0%} sampling: {min(runs) / 20000 * 1e6:.1f} us CPU"
+            f"  (load average {_load()})"
+        )
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     from gateway_core.tracing.otlp import ExportRequestEncoder
@@ -268,7 +271,10 @@ def main() -> None:
                 done = subprocess.run(cmd, cwd=ROOT, env=ab_env, capture_output=True, text=True, check=True)
                 got = json.loads(done.stderr.strip().splitlines()[-1])
                 on, off = statistics.median(got["on"]), statistics.median(got["off"])
-                print(f"  {name}: on {on:.1f} us, off {off:.1f} us, +{on - off:.1f} us, off/on {off / on:.3f}x")
+                print(
+                    f"  {name}: on {on:.1f} us, off {off:.1f} us, +{on - off:.1f} us, off/on {off / on:.3f}x"
+                    f"  (load average {_load()})"
+                )
             return
         for _ in range(args.rounds):
             for name, (mode_env, tree) in modes.items():
@@ -287,7 +293,11 @@ def main() -> None:
     for name, values in results.items():
         median = statistics.median(values)
         print(f"{name:24} {median:10.1f} {min(values):8.1f} {reference / median:21.3f}x")
-    print(f"\nlogs in {work}")
+    print(f"\nload average {_load()}; logs in {work}")
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":
