@@ -3,8 +3,9 @@
 Every config write service (routing/services.py, access/services.py, the config
 import) ends here, so the admin UI, the REST API, imports and commands refuse the
 same input (``full_clean()``: the models are the one source of truth) and leave the
-same audit trail: a ``LogEntry`` naming the user and the changed fields, shown in the
-admin's "History" of the object exactly like a change made in the UI.
+same audit trail: a ``LogEntry`` naming the user and each changed field with its old
+and new value ("Changed Default url: http://a → http://b."), shown in the admin's
+"History" of the object exactly like a change made in the UI.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DataError, IntegrityError, models, transaction
 from django.dispatch import Signal
 from django.utils.text import capfirst
+
+from gateway_core.admin_history import shown
 
 logger = logging.getLogger("gateway.audit")
 
@@ -44,16 +47,22 @@ def model_create(instance: models.Model, *, actor: Actor) -> models.Model:
 def model_update(instance: models.Model, *, fields: Mapping[str, object], actor: Actor) -> list[str]:
     """Set ``fields`` on ``instance``, validate and save; return the names of the fields that changed.
 
-    Nothing is written (and nothing recorded) when no value changes.
+    Nothing is written (and nothing recorded) when no value changes. The history
+    entry names each changed field with its old and new value, as the admin UI's do.
     """
     changed = [name for name, value in fields.items() if getattr(instance, name) != value]
+    old_values = {name: getattr(instance, name) for name in changed}
     for name in changed:
         setattr(instance, name, fields[name])
     if not changed:
         return []
     _validated_save(instance)
-    labels = [str(capfirst(instance._meta.get_field(name).verbose_name)) for name in changed]
-    audit_record(instance, action_flag=CHANGE, actor=actor, message=[{"changed": {"fields": labels}}])
+    lines = [
+        f"Changed {capfirst(instance._meta.get_field(name).verbose_name)}: "
+        f"{shown(old_values[name])} → {shown(getattr(instance, name))}"
+        for name in changed
+    ]
+    audit_record(instance, action_flag=CHANGE, actor=actor, message=". ".join(lines) + ".")
     return changed
 
 
@@ -63,16 +72,23 @@ def model_delete(instance: models.Model, *, actor: Actor) -> None:
     instance.delete()
 
 
-def audit_record(instance: models.Model, *, action_flag: int, actor: Actor, message: list[dict[str, object]]) -> None:
+def audit_record(
+    instance: models.Model, *, action_flag: int, actor: Actor, message: list[dict[str, object]] | str
+) -> None:
     """Add a ``LogEntry`` for ``instance``; without an actor (a shell command run) only log it.
 
-    ``message`` uses the admin's JSON change-message format, so the admin renders it
-    ("Changed Default url.") the same way as its own entries.
+    ``message`` is the admin's JSON change-message format (rendered "Changed Is active.")
+    or the text the history shows as it is, as ``ChangeValuesMixin`` writes it.
     """
     if actor is None or actor.pk is None:
         logger.info(
             "config change without a user",
-            extra={"model": instance._meta.label, "object_id": str(instance.pk), "action_flag": action_flag},
+            extra={
+                "model": instance._meta.label,
+                "object_id": str(instance.pk),
+                "action_flag": action_flag,
+                **({"change": message} if isinstance(message, str) else {}),
+            },
         )
         return
     LogEntry.objects.create(
@@ -81,7 +97,7 @@ def audit_record(instance: models.Model, *, action_flag: int, actor: Actor, mess
         object_id=str(instance.pk),
         object_repr=str(instance)[:200],
         action_flag=action_flag,
-        change_message=json.dumps(message),
+        change_message=message if isinstance(message, str) else json.dumps(message),
     )
 
 

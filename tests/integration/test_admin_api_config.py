@@ -211,11 +211,12 @@ def test_rename_moves_a_route_prefix_within_one_import(api, config) -> None:
 
 def test_import_is_audited_with_the_user(api, staff, config) -> None:
     document = api.get(EXPORT).json()
+    before = document["applications"][0]["description"]
     document["applications"][0]["description"] = "changed by import"
     api.post(IMPORT, document, format="json")
     entry = LogEntry.objects.get(object_id=str(config.id))
     assert entry.user_id == staff.id
-    assert "Description" in entry.get_change_message()
+    assert entry.get_change_message() == f"Changed Description: {before or '(empty)'} → changed by import."
 
 
 @pytest.mark.django_db(transaction=True)
