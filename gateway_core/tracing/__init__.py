@@ -144,6 +144,9 @@ class _Discard(dict):  # type: ignore[type-arg]  # a dict of anything, always em
     def setdefault(self, key: object, default: object = None) -> object:
         return default
 
+    def __ior__(self, other: object) -> _Discard:  # type: ignore[override,misc]  # stays empty
+        return self
+
 
 _DISCARD: Final = _Discard()
 

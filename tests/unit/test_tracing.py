@@ -209,6 +209,8 @@ def test_an_unsampled_span_propagates_ids_and_records_nothing(traced: Recorder) 
     child = tracing.start_span("GET", SpanKind.CLIENT, parent=span)
     child.attributes["http.response.status_code"] = 200  # dropped: nothing is recorded
     child.attributes.update({"url.full": "http://upstream"})
+    child.attributes |= {"server.port": 80}
+    child.attributes.setdefault("server.address", "upstream")
     child.fail("upstream_timeout")
     child.end()
     span.end()
