@@ -108,6 +108,17 @@ def _attributes(number: int, attributes: Mapping[str, object] | None) -> bytes:
 
 
 def _new_attribute(cache: dict[tuple[str, type, object], bytes], number: int, key: str, value: object) -> bytes:
+    if value.__class__ is str:  # most new values (a request id, a path): short strings, one-byte lengths
+        key_bytes, value_bytes = key.encode(), value.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+        if len(key_bytes) + len(value_bytes) < 0x78:
+            size = len(value_bytes)
+            kv = b"\x0a%c%b\x12%c\x0a%c%b" % (len(key_bytes), key_bytes, size + 2, size, value_bytes)
+            encoded = _TAGS[number] + bytes((len(kv),)) + kv
+            if key not in _UNIQUE_KEYS:
+                if len(cache) >= _ATTRIBUTE_CACHE_MAX:
+                    cache.clear()
+                cache[(key, str, value)] = encoded
+            return encoded
     encoded = _field(number, _key_value(key, value))
     if value.__class__ in _CACHEABLE and key not in _UNIQUE_KEYS:
         if len(cache) >= _ATTRIBUTE_CACHE_MAX:

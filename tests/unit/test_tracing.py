@@ -304,6 +304,7 @@ def test_the_fast_encoder_writes_the_gateways_records_as_the_official_encoder_wr
     remote = w3c.parse_traceparent(VALID, "vendor=abc,other=1")
     server = tracing.start_span("GET /api/v1/orders", SpanKind.SERVER, parent=remote)
     server.attributes.update({"http.request.method": "GET", "http.response.status_code": 503, "gateway.fallback": True})
+    server.attributes.update({"gateway.service": "bestellungen-ü", "gateway.request.id": "r" * 40, "url.path": ""})
     client = tracing.start_span("GET", SpanKind.CLIENT, parent=server, attributes={"server.port": 8080, "r": 0.25})
     client.fail("upstream_timeout")
     client.end()
