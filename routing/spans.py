@@ -29,7 +29,7 @@ from gateway_core.tracing import SpanKind
 P = ParamSpec("P")
 # Semantic conventions: a method outside the known set is reported as "_OTHER".
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-_CLIENT_TRACE_HEADERS = ("Traceparent", "Tracestate", "traceparent", "tracestate")
+_CLIENT_TRACE_HEADERS = frozenset({"Traceparent", "Tracestate", "traceparent", "tracestate"})
 
 
 def request_start(request: HttpRequest) -> None:
@@ -150,12 +150,14 @@ def propagate(headers: dict[str, str]) -> None:
     span = tracing.current_span()
     if span is None:
         return
-    for name in _CLIENT_TRACE_HEADERS:
-        headers.pop(name, None)
+    if not _CLIENT_TRACE_HEADERS.isdisjoint(headers):  # a client's trace context, forwarded as sent
+        for name in _CLIENT_TRACE_HEADERS:
+            headers.pop(name, None)
     headers["traceparent"] = span.traceparent()
-    state = span.tracestate()
-    if state:
-        headers["tracestate"] = state
+    if span.trace_state is not tracing.NO_TRACE_STATE:  # most traces have none
+        state = span.tracestate()
+        if state:
+            headers["tracestate"] = state
 
 
 @functools.lru_cache(maxsize=1024)

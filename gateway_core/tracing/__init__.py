@@ -38,12 +38,13 @@ never carry a key, token, secret, query string or body.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Final
 
@@ -98,6 +99,7 @@ _current: ContextVar[Span | None] = ContextVar("gateway_current_span", default=N
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_STATE = DEFAULT_TRACE_STATE  # also what a SpanContext made without a tracestate holds
+NO_TRACE_STATE: Final = _EMPTY_STATE  # the trace state of a span whose trace has none (compare with ``is``)
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 
@@ -125,9 +127,12 @@ def _random_span_id() -> int:
     return span_id
 
 
-# The id generators: the SDK provider's when it is not the random one setup() knows.
-_new_trace_id = _random_trace_id
-_new_span_id = _random_span_id
+# The id generators: the SDK provider's when it is not the random one setup() knows, else
+# random bits without a Python frame (a zero, one chance in 2**64, is drawn again).
+_RANDOM_TRACE_BITS: Final = functools.partial(random.getrandbits, 128)
+_RANDOM_SPAN_BITS: Final = functools.partial(random.getrandbits, 64)
+_new_trace_id: Callable[[], int] = _RANDOM_TRACE_BITS
+_new_span_id: Callable[[], int] = _RANDOM_SPAN_BITS
 
 
 class _Discard(dict):  # type: ignore[type-arg]  # a dict of anything, always empty
@@ -295,7 +300,7 @@ def start_span(
             name,
             kind,
             parent.trace_int,  # type: ignore[union-attr]  # a Span, checked above
-            _new_span_id(),
+            _new_span_id() or _random_span_id(),
             parent.sampled,  # type: ignore[union-attr]
             parent.trace_state,  # type: ignore[union-attr]
             parent,
@@ -303,7 +308,7 @@ def start_span(
             parent._trace_hex,  # type: ignore[union-attr]
         )
     if parent is None:
-        trace_id = _new_trace_id()
+        trace_id = _new_trace_id() or _random_trace_id()
         state = _EMPTY_STATE
         sampled = (trace_id & _LOW_64) < _root_bound
     else:
@@ -318,17 +323,14 @@ def start_span(
         result = sampler.should_sample(context, trace_id, name, kind, attributes)
         sampled = result.decision is Decision.RECORD_AND_SAMPLE
         state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
-    return Span(name, kind, trace_id, _new_span_id(), sampled, state, parent, attributes)
+    return Span(name, kind, trace_id, _new_span_id() or _random_span_id(), sampled, state, parent, attributes)
 
 
-def activate(span: Span | None) -> None:
-    """Make ``span`` the current span of this thread or greenlet (the parent of what it calls)."""
-    _current.set(span)
-
-
-def current_span() -> Span | None:
-    """Return the span activated last in this thread or greenlet, or None."""
-    return _current.get()
+# activate(span): make ``span`` the current span of this thread or greenlet (the parent of
+# what it calls); current_span(): the span activated last there, or None. The context
+# variable's own methods: called several times a request, without a Python frame.
+activate: Final[Callable[[Span | None], object]] = _current.set
+current_span: Final[Callable[[], Span | None]] = _current.get
 
 
 def current_trace_id() -> str | None:
@@ -414,7 +416,7 @@ def setup(default_service_name: str = DEFAULT_SERVICE_NAME) -> bool:
     _root_bound, _parent_based, _sampler = _compile_sampler(provider.sampler)
     generator = provider.id_generator
     if type(generator) is RandomIdGenerator:
-        _new_trace_id, _new_span_id = _random_trace_id, _random_span_id
+        _new_trace_id, _new_span_id = _RANDOM_TRACE_BITS, _RANDOM_SPAN_BITS
     else:
         _new_trace_id, _new_span_id = generator.generate_trace_id, generator.generate_span_id
     if _processor is not None:  # a forked child's copy of its parent's, or a test's setup again
