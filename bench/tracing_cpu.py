@@ -13,9 +13,10 @@ shared machine disturbs least, so these figures are steadier than bench/run.py's
 requests per second. ``--baseline REV`` adds the gateway of an older commit.
 
 ``--ab`` compares tracing on and off inside one process: tracing is set up (1 %, then
-100 %) and switched off and on again slice by slice (``tracing.ENABLED``), so both sides
-share the process, its caches and the machine's load of the moment; medians over 30
-slices each.
+100 %) and switched off and on again slice by slice (``tracing.ENABLED``, in the order
+on, off, off, on, ...), so both sides share the process, its caches and the machine's
+load of the moment; medians over the slices of each side, and the median of each on
+slice's ratio to its neighbouring off slice (steadier when the machine's speed drifts).
 
 ``--parts`` instead times only the tracing calls one proxied request makes (server span,
 client span, traceparent, ends, the access log's trace id) in a tight loop, best of
@@ -83,7 +84,7 @@ def child(requests_per_slice: int, slices: int) -> None:
 
         alternating: dict[str, list[float]] = {"on": [], "off": []}
         for index in range(2 * slices):
-            tracing.ENABLED = index % 2 == 0
+            tracing.ENABLED = index % 4 in (0, 3)  # on, off, off, on, ...: neither side always goes first
             started = time.process_time()
             for _ in range(requests_per_slice):
                 one()
@@ -271,9 +272,12 @@ def main() -> None:
                 done = subprocess.run(cmd, cwd=ROOT, env=ab_env, capture_output=True, text=True, check=True)
                 got = json.loads(done.stderr.strip().splitlines()[-1])
                 on, off = statistics.median(got["on"]), statistics.median(got["off"])
+                # Each on slice against the off slice next to it: a machine whose speed drifts
+                # (other processes, the host) moves both alike.
+                paired = statistics.median(b / a for a, b in zip(got["on"], got["off"], strict=True))
                 print(
-                    f"  {name}: on {on:.1f} us, off {off:.1f} us, +{on - off:.1f} us, off/on {off / on:.3f}x"
-                    f"  (load average {_load()})"
+                    f"  {name}: on {on:.1f} us, off {off:.1f} us, +{on - off:.1f} us, off/on {off / on:.3f}x,"
+                    f" paired slices {paired:.3f}x  (load average {_load()})"
                 )
             return
         for _ in range(args.rounds):

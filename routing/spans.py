@@ -60,7 +60,7 @@ def request_end(ctx: RequestContext, response: HttpResponseBase) -> None:
     if not tracing.ENABLED:
         return
     span = tracing.current_span()
-    if span is None or span.kind is not SpanKind.SERVER or not span.recording:
+    if span is None or not span.recording or span.kind is not SpanKind.SERVER:
         return
     attributes = span.attributes
     status = response.status_code
@@ -150,7 +150,7 @@ def propagate(headers: dict[str, str]) -> None:
     span = tracing.current_span()
     if span is None:
         return
-    if not _CLIENT_TRACE_HEADERS.isdisjoint(headers):  # a client's trace context, forwarded as sent
+    if not headers.keys().isdisjoint(_CLIENT_TRACE_HEADERS):  # a client's trace context, forwarded as sent
         for name in _CLIENT_TRACE_HEADERS:
             headers.pop(name, None)
     headers["traceparent"] = span.traceparent()

@@ -282,6 +282,47 @@ class Span:
         )
 
 
+class _Unsampled(Span):
+    """A span of an unsampled trace: ids only. Its constant fields are the class's, not set per span.
+
+    Nothing writes them: ``end`` and ``fail`` do nothing unless recording (its attributes,
+    set per span, drop whatever is put in them).
+    """
+
+    __slots__ = ()
+    sampled = False  # type: ignore[assignment]  # class constants in place of the slots
+    recording = False  # type: ignore[assignment]
+    status = None  # type: ignore[assignment]
+    start_ns = end_ns = 0  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        name: str,
+        kind: SpanKind,
+        trace_id: int,
+        span_id: int,
+        trace_state: TraceState,
+        parent: SpanContext | Span | None,
+        trace_hex: str | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.trace_int = trace_id
+        self.span_id = span_id
+        self.trace_state = trace_state
+        self.parent = parent
+        self._trace_hex = trace_hex
+        self._context = None
+        self.attributes = _DISCARD
+
+    def traceparent(self) -> str:
+        """Return the ``traceparent`` naming this span as the parent, flags ``00``."""
+        trace_hex = self._trace_hex
+        if trace_hex is None:
+            trace_hex = self._trace_hex = f"{self.trace_int:032x}"
+        return f"00-{trace_hex}-{self.span_id:016x}-00"
+
+
 def start_span(
     name: str,
     kind: SpanKind,
@@ -295,24 +336,27 @@ def start_span(
     parent or a new trace is decided by the configured sampler. An unsampled span keeps
     no attributes.
     """
-    if parent.__class__ is Span:
-        return Span(
-            name,
-            kind,
-            parent.trace_int,  # type: ignore[union-attr]  # a Span, checked above
-            _new_span_id() or _random_span_id(),
-            parent.sampled,  # type: ignore[union-attr]
-            parent.trace_state,  # type: ignore[union-attr]
-            parent,
-            attributes,
-            parent._trace_hex,  # type: ignore[union-attr]
-        )
-    if parent is None:
+    if parent is None:  # a new trace
         trace_id = _new_trace_id() or _random_trace_id()
         state = _EMPTY_STATE
         sampled = (trace_id & _LOW_64) < _root_bound
-    else:
-        assert isinstance(parent, SpanContext)  # noqa: S101 - a remote parent is a SpanContext
+    elif isinstance(parent, Span):  # a local parent: its decision
+        if not parent.sampled:
+            return _Unsampled(
+                name, kind, parent.trace_int, _new_span_id() or _random_span_id(), parent.trace_state, parent
+            )
+        return Span(
+            name,
+            kind,
+            parent.trace_int,
+            _new_span_id() or _random_span_id(),
+            True,
+            parent.trace_state,
+            parent,
+            attributes,
+            parent._trace_hex,
+        )
+    else:  # a remote parent (a SpanContext)
         trace_id = parent.trace_id
         state = parent.trace_state
         # Parent-based: the remote parent's sampled flag; otherwise its trace id, as for a new trace.
@@ -323,7 +367,9 @@ def start_span(
         result = sampler.should_sample(context, trace_id, name, kind, attributes)
         sampled = result.decision is Decision.RECORD_AND_SAMPLE
         state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
-    return Span(name, kind, trace_id, _new_span_id() or _random_span_id(), sampled, state, parent, attributes)
+    if not sampled:
+        return _Unsampled(name, kind, trace_id, _new_span_id() or _random_span_id(), state, parent)
+    return Span(name, kind, trace_id, _new_span_id() or _random_span_id(), True, state, parent, attributes)
 
 
 # activate(span): make ``span`` the current span of this thread or greenlet (the parent of
