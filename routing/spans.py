@@ -39,9 +39,7 @@ def request_start(request: HttpRequest) -> None:
     meta = request.META
     method = request.method or "GET"
     method = method if method in KNOWN_METHODS else "_OTHER"
-    traceparent = meta.get("HTTP_TRACEPARENT")
-    parent = tracing.parse_traceparent(traceparent, meta.get("HTTP_TRACESTATE")) if traceparent else None
-    span = tracing.start_span(method, SpanKind.SERVER, parent=parent)
+    span = tracing.start_server_span(method, meta.get("HTTP_TRACEPARENT"), meta.get("HTTP_TRACESTATE"))
     if span.recording:  # an unsampled span only carries ids: nothing to fill in
         protocol = str(meta.get("SERVER_PROTOCOL", ""))
         span.attributes.update(
@@ -52,7 +50,6 @@ def request_start(request: HttpRequest) -> None:
                 "network.protocol.version": protocol.removeprefix("HTTP/") if protocol else "1.1",
             }
         )
-    tracing.activate(span)
 
 
 def request_end(ctx: RequestContext, response: HttpResponseBase) -> None:

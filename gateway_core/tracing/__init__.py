@@ -77,6 +77,7 @@ __all__ = [
     "parse_traceparent",
     "setup",
     "shutdown",
+    "start_server_span",
     "start_span",
 ]
 
@@ -370,6 +371,31 @@ def start_span(
     if not sampled:
         return _Unsampled(name, kind, trace_id, _new_span_id() or _random_span_id(), state, parent)
     return Span(name, kind, trace_id, _new_span_id() or _random_span_id(), True, state, parent, attributes)
+
+
+_SERVER: Final = SpanKind.SERVER
+
+
+def start_server_span(name: str, traceparent: str | None, tracestate: str | None) -> Span:
+    """Start a request's server span and make it current; it continues ``traceparent`` when that is valid.
+
+    ``traceparent`` and ``tracestate`` are the request's headers as received (None when
+    absent). Only call while :data:`ENABLED`. The same as :func:`start_span` with the
+    parsed parent, and :func:`activate`; a request without a ``traceparent`` (most) is
+    decided without parsing or asking anything.
+    """
+    if traceparent is None and _sampler is None:
+        trace_id = _new_trace_id() or _random_trace_id()
+        span_id = _new_span_id() or _random_span_id()
+        if (trace_id & _LOW_64) < _root_bound:
+            span: Span = Span(name, _SERVER, trace_id, span_id, True, _EMPTY_STATE, None)
+        else:
+            span = _Unsampled(name, _SERVER, trace_id, span_id, _EMPTY_STATE, None)
+    else:
+        parent = parse_traceparent(traceparent, tracestate) if traceparent else None
+        span = start_span(name, _SERVER, parent=parent)
+    _current.set(span)
+    return span
 
 
 # activate(span): make ``span`` the current span of this thread or greenlet (the parent of

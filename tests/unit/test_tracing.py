@@ -418,6 +418,9 @@ def test_the_sampling_decision_is_the_sdk_samplers_for_the_same_trace_id(
         assert span.sampled is (expected.decision is Decision.RECORD_AND_SAMPLE), hex(trace_id)
         assert span.trace_int == trace_id and span.trace_state == TraceState()
         decisions[span.sampled] += 1
+        server = tracing.start_server_span("GET", None, None)  # the request path's own way in
+        assert (server.sampled, server.trace_int, server.kind) == (span.sampled, trace_id, SpanKind.SERVER)
+        assert tracing.current_span() is server
         for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED):
             remote = SpanContext(trace_id, 0x42, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
             span = tracing.start_span("GET", SpanKind.SERVER, parent=remote)
@@ -427,8 +430,23 @@ def test_the_sampling_decision_is_the_sdk_samplers_for_the_same_trace_id(
             assert span.trace_state == expected.trace_state == state
             child = tracing.start_span("GET", SpanKind.CLIENT, parent=span)
             assert child.sampled is span.sampled  # a local parent's decision is kept
+            header = f"00-{trace_id:032x}-{0x42:016x}-0{int(flags)}"
+            server = tracing.start_server_span("GET", header, "vendor=abc")
+            assert (server.sampled, server.trace_int, server.trace_state) == (span.sampled, trace_id, state)
+            assert server.parent_context == remote
     if bound is not None and 0 < bound < 1 << 64 and root.rate >= 0.25:
         assert decisions[True] and decisions[False]  # the ratio did split the ids
+
+
+def test_the_server_span_starts_a_new_trace_unless_the_traceparent_is_valid(traced: Recorder) -> None:
+    continued = tracing.start_server_span("GET", VALID, "vendor=abc")
+    assert (continued.trace_id, continued.parent.span_id) == (VALID[3:35], 0x00F067AA0BA902B7)
+    assert continued.sampled and continued.tracestate() == "vendor=abc"
+    for header in ("", "00-not-a-trace-01", VALID.upper()):
+        fresh = tracing.start_server_span("GET", header, "vendor=abc")
+        assert fresh.parent is None and fresh.trace_id != VALID[3:35] and fresh.tracestate() == ""
+        assert tracing.current_span() is fresh
+    tracing.activate(None)
 
 
 def test_a_sampler_without_a_fast_equivalent_is_asked(configure: Callable[..., Recorder]) -> None:
