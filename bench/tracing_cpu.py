@@ -18,6 +18,11 @@ on, off, off, on, ...), so both sides share the process, its caches and the mach
 load of the moment; medians over the slices of each side, and the median of each on
 slice's ratio to its neighbouring off slice (steadier when the machine's speed drifts).
 
+``--callgrind`` runs the ``--ab`` loop under ``valgrind --tool=callgrind`` (phases of
+``--requests`` requests, ``--slices`` each way, in the same order) and prints the
+instructions per request on each side: slow, but what a shared machine's load does not
+move.
+
 ``--parts`` instead times only the tracing calls one proxied request makes (server span,
 client span, traceparent, ends, the access log's trace id) in a tight loop, best of
 seven, per sampling ratio: the smallest figure a loaded machine can give.
@@ -50,6 +55,15 @@ def child(requests_per_slice: int, slices: int) -> None:
     import time
 
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the access log goes to stdout, as in gunicorn
+    phases = bool(os.environ.get("BENCH_TRACING_PHASES"))
+    if phases:  # counted instructions: no config watcher polling the database inside a phase
+        import django
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+        django.setup()
+        import routing.watcher
+
+        routing.watcher.start_watcher = lambda *args, **kwargs: None
     import gateway_project.wsgi as wsgi
 
     environ = {
@@ -79,6 +93,18 @@ def child(requests_per_slice: int, slices: int) -> None:
 
     for _ in range(300):  # warm-up: pools, caches
         one()
+    if phases:  # under callgrind --dump-before=os_getppid: a dump ends each warm-up and each phase
+        from gateway_core import tracing
+
+        for index in range(2 * slices):
+            tracing.ENABLED = index % 4 in (0, 3)
+            for _ in range(100):  # this side's warm-up
+                one()
+            os.getppid()
+            for _ in range(requests_per_slice):
+                one()
+            os.getppid()
+        return
     if os.environ.get("BENCH_TRACING_AB"):
         from gateway_core import tracing
 
@@ -114,7 +140,7 @@ def parts() -> None:
 
     class Keep:
         def on_end(self, span: object) -> None:
-            if len(kept) < 1024:
+            if len(kept) < 4096:
                 kept.append(span)
 
         def discard(self) -> None:
@@ -209,10 +235,22 @@ def parts() -> None:
         exporter = SpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", resource=resource, scope=tracing.SCOPE)
         time.sleep(1.0)  # the sink is listening
         exported = min(timeit.repeat(lambda: exporter.export(batch), number=20, repeat=7, timer=time.process_time))
+        posted = {}
+        for size in (512, 2048):  # the POST alone: its cost hardly depends on the batch's size
+            body = ExportRequestEncoder(resource, tracing.SCOPE).encode(kept[-size:])
+            runs = timeit.repeat(
+                lambda body=body: exporter._client.export(body), number=5, repeat=5, timer=time.process_time
+            )
+            posted[size] = min(runs) / 5
     finally:
         sink.terminate()
         sink.wait()
     print(f"exporting them (encode + HTTP POST of a 512-span batch): {exported * per_request:.1f} us CPU per request")
+    for size, seconds in posted.items():
+        print(
+            f"  the HTTP POST alone, {size}-span batches: {seconds * 1e3:.2f} ms each,"
+            f" {seconds * 2 / size * 1e6:.1f} us per request"
+        )
 
 
 def main() -> None:
@@ -223,6 +261,7 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also measure the gateway of commit REV (git archive)")
     parser.add_argument("--parts", action="store_true", help="time only the tracing calls of one request")
     parser.add_argument("--ab", action="store_true", help="tracing on and off in turn within one process")
+    parser.add_argument("--callgrind", action="store_true", help="instructions per request, on and off (valgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parts:
@@ -262,6 +301,15 @@ def main() -> None:
         processes.append(start("otlp-sink", [PYTHON, "bench/otlp_sink.py", str(sink_port)], env, work))
         wait_ready(f"http://127.0.0.1:{upstream_port}/")
         seed_gateway(env, f"http://127.0.0.1:{upstream_port}")
+        if args.callgrind:
+            runs = [(name, *modes[name]) for name in ("tracing 1 %", "tracing 100 %")]
+            if args.baseline:  # the same ratios in the older tree
+                tree = modes[f"baseline {args.baseline}"][1]
+                runs += [
+                    (f"{name} at {args.baseline}", {**env_, "PYTHONPATH": str(tree)}, tree) for name, env_, _ in runs
+                ]
+            callgrind(runs, work, args.requests, args.slices)
+            return
         if args.ab:
             slices = args.slices * args.rounds
             print(f"tracing on and off in turn in one process ({slices} slices each of {args.requests}):")
@@ -298,6 +346,36 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:24} {median:10.1f} {min(values):8.1f} {reference / median:21.3f}x")
     print(f"\nload average {_load()}; logs in {work}")
+
+
+def callgrind(runs: list[tuple[str, dict[str, str], Path]], work: Path, requests: int, slices: int) -> None:
+    """Print the instructions per request with tracing on and off, counted by callgrind in one process per ratio."""
+    import shutil
+
+    from bench.run import PYTHON
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--callgrind needs valgrind")
+    print(f"instructions per request, tracing on and off in turn in one process ({slices} phases each of {requests}):")
+    for number, (name, run_env, tree) in enumerate(runs):
+        out = work / f"callgrind.{number}.out"
+        cmd = [valgrind, "--tool=callgrind", "--dump-before=os_getppid", f"--callgrind-out-file={out}"]
+        cmd += [PYTHON, str(Path(__file__)), "--child", "--requests", str(requests), "--slices", str(slices)]
+        # Only full batches are exported, as under load: valgrind's slowness would let the delay fire.
+        env = {**run_env, "BENCH_TRACING_PHASES": "1", "OTEL_BSP_SCHEDULE_DELAY": "100000000"}
+        subprocess.run(cmd, cwd=tree, env=env, capture_output=True, check=True)
+        sides: dict[str, list[float]] = {"on": [], "off": []}
+        for index in range(2 * slices):
+            text = Path(f"{out}.{2 * index + 2}").read_text()
+            total = int(next(line for line in text.splitlines() if line.startswith("summary:")).split()[1])
+            sides["on" if index % 4 in (0, 3) else "off"].append(total / requests)
+        on, off = statistics.median(sides["on"]), statistics.median(sides["off"])
+        print(
+            f"  {name}: on {on / 1000:.1f} k, off {off / 1000:.1f} k, +{(on - off) / 1000:.1f} k,"
+            f" off/on {off / on:.3f}x"
+            f"  (off phases {min(sides['off']) / 1000:.1f}-{max(sides['off']) / 1000:.1f} k)"
+        )
 
 
 def _load() -> str:
