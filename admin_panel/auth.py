@@ -31,6 +31,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.contrib.auth.views import LoginView
 from django.core.cache import BaseCache
 from django.core.cache import cache as default_cache
+from django.db import connections, router
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -177,7 +178,9 @@ def _verified_user(username: str, password: str, request: Request | None) -> Abs
     run = password_hashing()
     try:
         user = user_model._default_manager.get_by_natural_key(username)
+        _give_back_pooled_connection(router.db_for_read(user_model))
     except user_model.DoesNotExist:
+        _give_back_pooled_connection(router.db_for_read(user_model))
         run(make_password, password)  # as ModelBackend: the same work whether the user exists or not
         user = None
     else:
@@ -190,6 +193,20 @@ def _verified_user(username: str, password: str, request: Request | None) -> Abs
     if user is None:
         user_login_failed.send(sender=__name__, credentials={"username": username}, request=request)
     return user
+
+
+def _give_back_pooled_connection(alias: str) -> None:
+    """Return ``alias``'s pooled connection while the password hashes (tens of ms of argon2).
+
+    A process has few pooled connections (``GATEWAY_DB_POOL_SIZE``); holding one idle
+    through the hashing made concurrent Basic-auth calls wait for each other's hashes and
+    answer 503 once the pool's timeout passed. The next query takes one from the pool
+    again. A connection inside a transaction, or one not from a pool, is left alone.
+    """
+    connection = connections[alias]
+    pooled = getattr(connection, "pool", None) is not None
+    if pooled and connection.connection is not None and not connection.in_atomic_block:
+        connection.close()  # with a pool: back to it
 
 
 Hashing = Callable[..., Any]

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.support.admin_api import basic_header, make_user, token_header
+from tests.support.backends import requires_postgres
 from tests.support.builders import make_public_app, make_service
 from tests.support.upstream import EchoUpstream
 
@@ -70,3 +71,24 @@ def test_basic_auth_calls_do_not_stall_proxied_requests(gateway_server, echo_ups
         f"{token_p95 * 1000:.0f} ms during {CALLS} token calls"
     )
     assert basic_p95 <= max(0.100, token_p95 + 0.100), f"p95 {basic_p95 * 1000:.0f} ms"
+
+
+@requires_postgres
+@pytest.mark.timeout(60)
+def test_basic_auth_hashing_holds_no_pooled_database_connection(gateway_server) -> None:
+    """20 concurrent Basic-auth calls on one worker, a pool of 2 connections and a 1 s wait for one: all 200.
+
+    Each call hashes for tens of milliseconds (argon2); a call that kept its pooled
+    connection through the hashing made the others queue behind 20 hashes one after
+    the other, two at a time, past the pool's 1 s timeout (503 ``database_unavailable``).
+    """
+    make_user("ops", is_staff=True)  # a real argon2 hash
+    gw = gateway_server(workers=1, env={"GATEWAY_DB_POOL_SIZE": "2", "GATEWAY_DB_POOL_TIMEOUT_S": "1"})
+    admin_url = gw.url + "/admin/routing/services"
+
+    def admin_call(_: int) -> int:
+        return requests.get(admin_url, headers={"Authorization": basic_header("ops")}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=CALLS) as pool:
+        statuses = list(pool.map(admin_call, range(CALLS)))
+    assert statuses == [200] * CALLS
