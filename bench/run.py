@@ -4,7 +4,9 @@
 
 Starts a fast upstream (nginx when installed, else bench/upstream.py), the gateway
 (gunicorn, the shared config: gevent workers) on a fresh SQLite config with a public
-route whose entry has a rate limit (every pipeline step does its work), and the two
+route whose entry has a rate limit (every pipeline step does its work), a keyed route
+(an API key) and a bearer-token route (an RS256 JWT of a JWKS issuer, bench/bearer.py)
+beside it, the stack ceiling (bench/ceiling.py), and the two
 references under the same gunicorn settings: a bare Django view forwarding with a
 tuned ``requests`` Session, and django-revproxy's ProxyView (bench/requirements.txt;
 skipped if it cannot be installed). Loads each with ``wrk`` (else ``hey``, else the
@@ -39,7 +41,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import tracing_targets  # noqa: E402 - after the path setup
+from bench import bearer, tracing_targets  # noqa: E402 - after the path setup
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 
 PYTHON = sys.executable
@@ -129,6 +131,7 @@ print(api_key_create(application=caller, name="bench")[1])
 
 
 KEYED = "gateway keyed"
+BEARER = "gateway bearer (RS256)"
 CEILING = "stack ceiling"
 
 
@@ -219,6 +222,9 @@ def main() -> None:
         processes.append(start_upstream(upstream_port, base_env, work))
         wait_ready(upstream_url + "/")
         api_key = seed_gateway(base_env, upstream_url)
+        jwks_server = bearer.start_jwks_server(free_port())
+        bearer.seed_bearer(PYTHON, ROOT, base_env, f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks")
+        bearer_headers = {"Authorization": f"Bearer {bearer.bearer_token()}"}
         gateway_process = start(
             "gateway", gunicorn_cmd("gateway_project.wsgi:application", gateway_port), base_env, work
         )
@@ -268,18 +274,22 @@ def main() -> None:
         wait_ready(ceiling_url)
         if requests.get(keyed_url, headers={"X-API-Key": api_key}, timeout=5).status_code != 200:
             raise RuntimeError("the gateway does not serve the keyed bench route")
+        if requests.get(keyed_url, headers=bearer_headers, timeout=5).status_code != 200:
+            raise RuntimeError("the gateway does not serve the bearer-token bench route")
         targets = {
             "upstream direct": upstream_url + "/api/v1/bench/items?page=1",
             CEILING: ceiling_url,
             "gateway (all steps)": gateway_url,
             KEYED: keyed_url,
+            BEARER: keyed_url,
             "django + requests view": reference_url,
         }
-        headers_of = {KEYED: {"X-API-Key": api_key}}
+        headers_of = {KEYED: {"X-API-Key": api_key}, BEARER: bearer_headers}
         cpu_of = {
             CEILING: ceiling_process,
             "gateway (all steps)": gateway_process,
             KEYED: gateway_process,
+            BEARER: gateway_process,
             "django + requests view": reference_process,
             "django-revproxy ProxyView": reference_process,
         }
@@ -343,6 +353,8 @@ def main() -> None:
     )
     keyed, ceiling = results[KEYED], results[CEILING]
     print(f"  keyed / public:                 {keyed.requests_per_s / gateway.requests_per_s:.2f}x (target >= 0.9)")
+    bearer_rps = results[BEARER].requests_per_s
+    print(f"  bearer / public:                {bearer_rps / gateway.requests_per_s:.2f}x (target >= 0.9)")
     print(f"  public / stack ceiling:         {gateway.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.7)")
     print(f"  keyed / stack ceiling:          {keyed.requests_per_s / ceiling.requests_per_s:.2f}x (target >= 0.65)")
     tracing_targets.print_ratios(results, args.baseline)
