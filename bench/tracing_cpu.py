@@ -98,11 +98,14 @@ def child(requests_per_slice: int, slices: int) -> None:
 
         for index in range(2 * slices):
             tracing.ENABLED = index % 4 in (0, 3)
-            for _ in range(100):  # this side's warm-up
+            for _ in range(100):  # this side's warm-up (counted too: an export may fall in it)
                 one()
             os.getppid()
             for _ in range(requests_per_slice):
                 one()
+            if index == 2 * slices - 1:
+                tracing.ENABLED = True
+                tracing.force_flush()  # the last spans' export, inside the last phase (an "on" one)
             os.getppid()
         return
     if os.environ.get("BENCH_TRACING_AB"):
@@ -366,16 +369,19 @@ def callgrind(runs: list[tuple[str, dict[str, str], Path]], work: Path, requests
         env = {**run_env, "BENCH_TRACING_PHASES": "1", "OTEL_BSP_SCHEDULE_DELAY": "100000000"}
         subprocess.run(cmd, cwd=tree, env=env, capture_output=True, check=True)
         sides: dict[str, list[float]] = {"on": [], "off": []}
-        for index in range(2 * slices):
-            text = Path(f"{out}.{2 * index + 2}").read_text()
-            total = int(next(line for line in text.splitlines() if line.startswith("summary:")).split()[1])
-            sides["on" if index % 4 in (0, 3) else "off"].append(total / requests)
+        for index in range(2 * slices):  # dump 2k+1 is phase k's warm-up (the first also start-up), 2k+2 the phase
+            total = sum(_summary(Path(f"{out}.{dump}")) for dump in (2 * index + 1, 2 * index + 2) if dump > 1)
+            sides["on" if index % 4 in (0, 3) else "off"].append(total / (requests + (100 if index else 0)))
         on, off = statistics.median(sides["on"]), statistics.median(sides["off"])
         print(
             f"  {name}: on {on / 1000:.1f} k, off {off / 1000:.1f} k, +{(on - off) / 1000:.1f} k,"
             f" off/on {off / on:.3f}x"
             f"  (off phases {min(sides['off']) / 1000:.1f}-{max(sides['off']) / 1000:.1f} k)"
         )
+
+
+def _summary(dump: Path) -> int:
+    return int(next(line for line in dump.read_text().splitlines() if line.startswith("summary:")).split()[1])
 
 
 def _load() -> str:
