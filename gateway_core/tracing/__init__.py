@@ -99,8 +99,9 @@ _atexit_registered = False
 _current: ContextVar[Span | None] = ContextVar("gateway_current_span", default=None)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_EMPTY_STATE = DEFAULT_TRACE_STATE  # also what a SpanContext made without a tracestate holds
-NO_TRACE_STATE: Final = _EMPTY_STATE  # the trace state of a span whose trace has none (compare with ``is``)
+# The trace state of a span whose trace has none, also what a SpanContext made without a
+# tracestate holds (compare with ``is``).
+NO_TRACE_STATE: Final = DEFAULT_TRACE_STATE
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 
@@ -243,7 +244,7 @@ class Span:
     def tracestate(self) -> str:
         """Return the ``tracestate`` to send beside :meth:`traceparent` (may be empty)."""
         state = self.trace_state
-        return "" if state is _EMPTY_STATE or not state else format_tracestate(state)
+        return "" if state is NO_TRACE_STATE or not state else format_tracestate(state)
 
     def fail(self, error_type: str) -> None:
         """Mark the span failed with ``error_type`` (an error code or exception class name, never a message)."""
@@ -339,7 +340,7 @@ def start_span(
     """
     if parent is None:  # a new trace
         trace_id = _new_trace_id() or _random_trace_id()
-        state = _EMPTY_STATE
+        state = NO_TRACE_STATE
         sampled = (trace_id & _LOW_64) < _root_bound
     elif isinstance(parent, Span):  # a local parent: its decision
         if not parent.sampled:
@@ -367,7 +368,7 @@ def start_span(
         context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)) if parent is not None else None
         result = sampler.should_sample(context, trace_id, name, kind, attributes)
         sampled = result.decision is Decision.RECORD_AND_SAMPLE
-        state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
+        state = result.trace_state if result.trace_state is not None else NO_TRACE_STATE
     if not sampled:
         return _Unsampled(name, kind, trace_id, _new_span_id() or _random_span_id(), state, parent)
     return Span(name, kind, trace_id, _new_span_id() or _random_span_id(), True, state, parent, attributes)
@@ -388,9 +389,9 @@ def start_server_span(name: str, traceparent: str | None, tracestate: str | None
         trace_id = _new_trace_id() or _random_trace_id()
         span_id = _new_span_id() or _random_span_id()
         if (trace_id & _LOW_64) < _root_bound:
-            span: Span = Span(name, _SERVER, trace_id, span_id, True, _EMPTY_STATE, None)
+            span: Span = Span(name, _SERVER, trace_id, span_id, True, NO_TRACE_STATE, None)
         else:
-            span = _Unsampled(name, _SERVER, trace_id, span_id, _EMPTY_STATE, None)
+            span = _Unsampled(name, _SERVER, trace_id, span_id, NO_TRACE_STATE, None)
     else:
         parent = parse_traceparent(traceparent, tracestate) if traceparent else None
         span = start_span(name, _SERVER, parent=parent)
