@@ -31,6 +31,16 @@ def shown(value: object) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
+def value_change(label: str, old: object, new: object) -> str:
+    """Return ``"Label: old → new"``: how every history entry names one changed value."""
+    return f"{label}: {shown(old)} → {shown(new)}"
+
+
+def history_text(lines: list[str]) -> str:
+    """Return the history entry made of ``lines`` ("Changed A: x → y. Changed B: ...")."""
+    return ". ".join(lines) + "."
+
+
 def field_changes(form: forms.BaseForm) -> list[str]:
     """Return ``"Label: old → new"`` for each field ``form`` changed."""
     changes = []
@@ -40,7 +50,7 @@ def field_changes(form: forms.BaseForm) -> list[str]:
         old = form.initial.get(name)
         if isinstance(field, forms.ModelChoiceField) and old is not None:
             old = field.queryset.filter(pk=old).first() or old
-        changes.append(f"{label}: {shown(old)} → {shown(form.cleaned_data.get(name))}")
+        changes.append(value_change(label, old, form.cleaned_data.get(name)))
     return changes
 
 
@@ -72,4 +82,4 @@ class ChangeValuesMixin:
         lines = [f"Changed {change}" for change in field_changes(form)] + inline_changes(formsets)
         if not lines:
             return super().construct_change_message(request, form, formsets, add)  # type: ignore[misc]  # ModelAdmin's
-        return ". ".join(lines) + "."
+        return history_text(lines)

@@ -22,7 +22,7 @@ from django.db import DataError, IntegrityError, models, transaction
 from django.dispatch import Signal
 from django.utils.text import capfirst
 
-from gateway_core.admin_history import shown
+from gateway_core.admin_history import history_text, value_change
 
 logger = logging.getLogger("gateway.audit")
 
@@ -57,12 +57,11 @@ def model_update(instance: models.Model, *, fields: Mapping[str, object], actor:
     if not changed:
         return []
     _validated_save(instance)
-    lines = [
-        f"Changed {capfirst(instance._meta.get_field(name).verbose_name)}: "
-        f"{shown(old_values[name])} → {shown(getattr(instance, name))}"
-        for name in changed
-    ]
-    audit_record(instance, action_flag=CHANGE, actor=actor, message=". ".join(lines) + ".")
+    lines = []
+    for name in changed:
+        label = str(capfirst(instance._meta.get_field(name).verbose_name))
+        lines.append("Changed " + value_change(label, old_values[name], getattr(instance, name)))
+    audit_record(instance, action_flag=CHANGE, actor=actor, message=history_text(lines))
     return changed
 
 
