@@ -178,11 +178,11 @@ def _verified_user(username: str, password: str, request: Request | None) -> Abs
     run = password_hashing()
     try:
         user = user_model._default_manager.get_by_natural_key(username)
-        _give_back_pooled_connection(router.db_for_read(user_model))
     except user_model.DoesNotExist:
-        _give_back_pooled_connection(router.db_for_read(user_model))
-        run(make_password, password)  # as ModelBackend: the same work whether the user exists or not
         user = None
+    _give_back_pooled_connection(router.db_for_read(user_model))
+    if user is None:
+        run(make_password, password)  # as ModelBackend: the same work whether the user exists or not
     else:
         upgrade: list[str] = []
         if not run(check_password, password, user.password, upgrade.append):
