@@ -142,6 +142,7 @@ def log_access(ctx: RequestContext, response: HttpResponseBase) -> None:
 def access_record(ctx: RequestContext, status: int, bytes_sent: int | None) -> dict[str, object]:
     """Return the access-log fields of a finished request, in SPEC order."""
     request = ctx.request
+    span = tracing.current_span() if tracing.ENABLED else None
     return {
         "ts": _timestamp(time.time()),
         "request_id": ctx.request_id,
@@ -156,7 +157,7 @@ def access_record(ctx: RequestContext, status: int, bytes_sent: int | None) -> d
         "bytes_sent": bytes_sent,
         "key_prefix": ctx.key_prefix or None,  # the key's public prefix, never its secret
         "user_id": ctx.user,  # a bearer token's user, never the token
-        "trace_id": tracing.current_trace_id(),
+        "trace_id": span.trace_id if span is not None else None,
     }
 
 

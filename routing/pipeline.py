@@ -119,7 +119,13 @@ def finalize(ctx: RequestContext, response: HttpResponse) -> HttpResponse:
         server.response_ready(ctx.request.META, response.status_code)  # close when the body was left unread
     except Exception as exc:
         logger.error("cannot finalize the response: %s", type(exc).__name__, extra=_log_extra(ctx))
-    for observer in (metrics.observe_request, access_log.log_access, spans.request_end):
+    observers: tuple[Callable[[RequestContext, HttpResponse], None], ...] = (
+        metrics.observe_request,
+        access_log.log_access,
+    )
+    if tracing.ENABLED and (span := tracing.current_span()) is not None and span.recording:
+        observers += (spans.request_end,)  # an unsampled trace's server span has nothing to end
+    for observer in observers:
         try:
             observer(ctx, response)
         except Exception as exc:

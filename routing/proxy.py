@@ -29,7 +29,7 @@ from typing import Final
 
 from django.http import HttpResponse
 
-from gateway_core import server
+from gateway_core import server, tracing
 from gateway_core.conf import GatewayConfig, gateway_config
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError
@@ -83,10 +83,15 @@ def forward(ctx: RequestContext) -> HttpResponse:
         server.continue_if_expected(meta)  # the request passed every check: now the client may send its body
     fallback = route.fallback_url if route.fallback_url and not route.fallback_url.startswith("queue://") else None
     circuits = breaker()
+    # A client span per attempt only in a sampled trace (an unsampled one records none):
+    # otherwise the attempt is called as it is, without the span wrapper's frame.
+    send = _send
+    if tracing.ENABLED and (server_span := tracing.current_span()) is not None and server_span.sampled:
+        send = _traced_send
 
     if circuits.allow(version.url):
         try:
-            return _send(ctx, version.url, path, query, body, route.timeout_ms, config)
+            return send(ctx, version.url, path, query, body, route.timeout_ms, config)
         except UpstreamFault as fault:
             retry = fallback is not None and (
                 not fault.reached
@@ -99,14 +104,13 @@ def forward(ctx: RequestContext) -> HttpResponse:
     assert fallback is not None  # noqa: S101 - both branches above reach here only with a fallback
     ctx.fallback_used = True
     try:
-        response = _send(ctx, fallback, path, query, body, route.timeout_ms, config)
+        response = send(ctx, fallback, path, query, body, route.timeout_ms, config)
     except UpstreamFault as fault:
         raise fault.error from None
     response["X-Gateway-Fallback"] = "1"
     return response
 
 
-@spans.upstream_attempt  # a client span per attempt (the fallback's too)
 def _send(
     ctx: RequestContext,
     base_url: str,
@@ -170,6 +174,9 @@ def _send(
         circuits.record_success(base_url)
         return response
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+_traced_send = spans.upstream_attempt(_send)  # the same attempt in a client span (the fallback's too)
 
 
 def _log_extra(ctx: RequestContext) -> dict[str, str]:
