@@ -82,16 +82,28 @@ def send_request(
     block_bytes: int,
 ) -> None:
     """Send ``head`` and stream ``body`` (framed in chunks when ``chunked``)."""
-    sock.sendall(head)
+    _send_all(sock, head)
     if body is None:
         return
     while block := body.read(block_bytes):
         if chunked:
-            sock.sendall(b"%x\r\n%b\r\n" % (len(block), block))
+            _send_all(sock, b"%x\r\n%b\r\n" % (len(block), block))
         else:
-            sock.sendall(block)
+            _send_all(sock, block)
     if chunked:
-        sock.sendall(b"0\r\n\r\n")
+        _send_all(sock, b"0\r\n\r\n")
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Send all of ``data``: one ``send`` first, ``sendall`` for what it left.
+
+    gevent's ``sendall`` asks the socket for its send buffer size (a system call) each
+    time it is called; a request head fits the buffer, so most calls stop after one
+    ``send``. Errors and timeouts are the same either way.
+    """
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 # --- Answers --------------------------------------------------------------------------------

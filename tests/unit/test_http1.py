@@ -76,6 +76,20 @@ def test_counted_request_body_is_sent_as_is(pair) -> None:
     assert b"".join(iter(lambda: theirs.recv(1024), b"")) == b"PUT / HTTP/1.1\r\n\r\n" + b"x" * 10
 
 
+def test_a_block_larger_than_the_send_buffer_arrives_whole(pair) -> None:
+    """One send() takes what the buffer holds; the rest must still go (the sendall after it)."""
+    ours, theirs = pair
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    block = bytes(range(256)) * 8192  # 2 MiB: far more than one send() of a 4 KiB buffer takes
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.extend(iter(lambda: theirs.recv(65536), b"")))
+    reader.start()
+    send_request(ours, b"PUT / HTTP/1.1\r\n\r\n", io.BytesIO(block), chunked=False, block_bytes=len(block))
+    ours.shutdown(socket.SHUT_WR)
+    reader.join(timeout=10)
+    assert b"".join(received) == b"PUT / HTTP/1.1\r\n\r\n" + block
+
+
 # --- Answer heads ---------------------------------------------------------------------------
 
 
