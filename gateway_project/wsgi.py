@@ -56,11 +56,7 @@ def gateway_application(environ: dict[str, Any], start_response: StartResponse) 
     ):
         # As Django's CommonMiddleware would: lets the client keep the connection without chunking.
         response.headers["Content-Length"] = str(len(response.content))
-    # The store of Django's ResponseHeaders holds (name as set, value) pairs: read as they are,
-    # rather than through the mapping's items(), which looks each name up again.
-    headers = [*response.headers._store.values()]
-    if response.cookies:
-        headers += [("Set-Cookie", c.output(header="")) for c in response.cookies.values()]
+    headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
     start_response(f"{response.status_code} {response.reason_phrase}", headers)
     return ResponseBody(response)
 

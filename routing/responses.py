@@ -53,43 +53,34 @@ def build_response(
 
     Raises ``InvalidUpstreamAnswer`` (lease closed) for a status Django cannot send.
     """
-    # Django's ResponseHeaders store: lower-case name -> (name as sent, value); repeated
-    # headers joined with ", ", Set-Cookie aside.
-    merged: dict[str, tuple[str, str]] = {}
+    merged: dict[str, tuple[str, str]] = {}  # repeated headers joined with ", ", Set-Cookie aside
     cookies: list[str] = []
-    rewritten: list[tuple[str, str]] = []
     for name, value in client_answer_headers(answer.headers, chunked=answer.chunked):
         lowered = name.lower()
         if lowered == "set-cookie":
             cookies.append(value)
             continue
         if rewrite_location is not None and lowered in LOCATION_HEADERS:
-            rewritten.append((name, rewrite_location(value)))
-            continue
+            value = rewrite_location(value)
         previous = merged.get(lowered)
         merged[lowered] = (name, value) if previous is None else (previous[0], f"{previous[1]}, {value}")
+    headers = dict(merged.values())
     try:
         content = b"" if method == "HEAD" or answer.status in (204, 304) else answer.body_in_buffer
         if content is not None:
             lease.release(reusable=answer.reusable)
-            response: HttpResponse = HttpResponse(content, status=answer.status, reason=answer.reason or None)
+            response: HttpResponse = HttpResponse(
+                content, status=answer.status, reason=answer.reason or None, headers=headers
+            )
         else:
             response = StreamingHttpResponse(  # type: ignore[assignment]  # same interface for our callers
-                UpstreamBody(answer, lease), status=answer.status, reason=answer.reason or None
+                UpstreamBody(answer, lease), status=answer.status, reason=answer.reason or None, headers=headers
             )
-        # The upstream's lines passed the answer parser (latin-1 text, no CR, LF or other
-        # control character: routing.http1), which is all Django's header setter checks, so
-        # they go into its store as they are; only Django's default Content-Type is dropped.
-        store = response.headers._store
-        if "content-type" not in merged:  # Django's default type: only the upstream's counts
-            del store["content-type"]
-        store.update(merged)
-        for name, value in rewritten:  # made of the client's Host too: through Django's checks
-            previous = store.get(name.lower())
-            response.headers[name] = value if previous is None else f"{previous[1]}, {value}"
-    except ValueError:  # a status outside 100-599, a rewritten Location Django refuses (BadHeaderError)
+    except ValueError:  # a status outside 100-599
         lease.close()
         raise invalid_answer() from None
+    if "content-type" not in merged:  # Django's default type: only the upstream's counts
+        del response.headers["Content-Type"]
     for index, value in enumerate(cookies):
         dict.__setitem__(response.cookies, str(index), RawSetCookie(value))
     return response

@@ -1,9 +1,8 @@
-"""The upstream's answer as the client's response: its headers as sent, in Django's store as Django reads it."""
+"""The upstream's answer as the client's response: its headers as the upstream sent them (routing.responses)."""
 
 from __future__ import annotations
 
 import pytest
-from django.http import HttpResponse
 
 from routing.http1 import Answer
 from routing.responses import build_response
@@ -71,14 +70,3 @@ def test_a_rewritten_location_goes_through_djangos_checks() -> None:
             rewrite_location=lambda value: value + "\r\nSet-Cookie: x=1",
         )
     assert lease.closed
-
-
-def test_djangos_header_store_is_what_the_fast_path_reads() -> None:
-    """build_response and the WSGI fast path write and read ``ResponseHeaders._store`` directly."""
-    response = HttpResponse(b"", content_type="text/plain")
-    response["X-Request-ID"] = "abc"
-    assert response.headers._store == {
-        "content-type": ("Content-Type", "text/plain"),
-        "x-request-id": ("X-Request-ID", "abc"),
-    }
-    assert list(response.headers._store.values()) == list(response.items())
