@@ -24,7 +24,7 @@ import h11
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from routing.http1 import read_answer, request_head  # noqa: E402 - after the path setup
+from routing.http1 import read_answer, request_head
 
 TARGET = "/items?page=1"
 REQUEST_HEADERS = [
@@ -47,7 +47,7 @@ ANSWER = (
     b"Cache-Control: no-store\r\n"
     b"X-Upstream: bench\r\n"
     b"Vary: Accept-Encoding\r\n"
-    b"ETag: \"6756f1a0-2\"\r\n"
+    b'ETag: "6756f1a0-2"\r\n'
     b"\r\n"
     b"{}"
 )
