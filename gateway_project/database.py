@@ -10,9 +10,11 @@ silent: no answer, no reset). Two parts:
   while it runs queries; waiting more than ``GATEWAY_DB_POOL_TIMEOUT_S`` (3) for one is
   an ``OperationalError`` the gateway answers with 503.
 - ``gateway_project.postgresql``: the stock backend, except that while connecting
-  fails a request waits 0.5 s for a pooled connection, not the full pool timeout.
+  fails a request waits at most one step (0.25 s) for a pooled connection, not the
+  full pool timeout.
 - ``BoundedConnection``: every answer the client waits for (a query, a commit) is
-  awaited at most ``GATEWAY_DB_TIMEOUT_S`` (5); then the connection is closed (its
+  awaited at most ``GATEWAY_DB_TIMEOUT_S`` (4; the class default below, 5, applies
+  only where settings did not set it); then the connection is closed (its
   state is unknown) and ``OperationalError`` raised, so the caller drops it and the
   next query reconnects. The server-side ``statement_timeout`` and the TCP
   keepalives / ``tcp_user_timeout`` set by ``connection_options`` end the same hang
