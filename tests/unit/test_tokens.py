@@ -403,7 +403,10 @@ def test_bearer_header_parsing(header: str | None, expected: str | None) -> None
     assert bearer_token(meta) == expected
 
 
-@pytest.mark.parametrize("header", ["Bearer", "Bearer a b", "Bearer tok\u00e9n", "Bearer " + "a" * 9000])
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer", "Bearer a b", "Bearer tok\u00e9n", "Bearer " + "a" * 9000, "Bearer ab=cd", "Bearer ===", "Bearer a,b"],
+)
 def test_malformed_bearer_header_is_refused(header: str) -> None:
     with pytest.raises(TokenRefused):
         bearer_token({"HTTP_AUTHORIZATION": header})
