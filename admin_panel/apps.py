@@ -5,7 +5,7 @@ from django.apps import AppConfig
 
 class AdminPanelConfig(AppConfig):
     name = "admin_panel"
-    verbose_name = "Admin panel"
+    verbose_name = "Configuration"  # the section of the config history in the admin's app list
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

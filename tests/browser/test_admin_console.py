@@ -252,9 +252,14 @@ def test_health_at_a_glance_on_the_dashboard_and_the_service_list(
     )
     log_in(make_user("viewer", roles=("gateway-viewer",)))
     open_page(browser, live_server, reverse("admin:index"))
-    assert browser.find_element("id", "gw-operations").find_elements("link text", "Health dashboard")
+    link = browser.find_element("id", "gw-operations").find_element("link text", "Health dashboard")
+    assert link.size["height"] < 40, link.size  # one line beside its description, not a letter per line
+    operations = browser.find_element("id", "gw-operations").find_element("tag name", "table")
+    apps = browser.find_element("css selector", "#content-main .app-access table")
+    assert operations.size["width"] <= apps.size["width"] + 1  # the description wraps inside the column
     open_page(browser, live_server, reverse("admin:queues_taskstatus_changelist"))
     sidebar = browser.find_element("id", "nav-sidebar")  # on every page but the index
+    assert len(sidebar.find_elements("link text", "Config history")) == 1  # listed once, under Configuration
     submit(browser, sidebar.find_element("link text", "Health dashboard"))
 
     rows = {
