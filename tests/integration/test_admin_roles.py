@@ -18,6 +18,7 @@ from django.http.response import HttpResponseBase
 from django.test import Client
 from django.urls import reverse
 
+from access.models import TokenIssuer
 from access.services import api_key_create
 from admin_panel.revisions import revision_record
 from tests.support.admin_api import client_for, make_user
@@ -35,9 +36,13 @@ def world(db: None) -> dict[str, Any]:
     service = make_service("orders", "http://127.0.0.1:9", versions=[("v2", "http://127.0.0.1:9")])
     app = make_app("shop", entries=[{"path": "/api/v1/orders/*"}])
     key, _ = api_key_create(application=app, name="ci")
+    issuer = TokenIssuer.objects.create(
+        application=app, issuer="https://id.shop.example", jwks_url="https://id.shop.example/jwks.json"
+    )
     revision = revision_record()
     assert revision is not None
     return {
+        "issuer": issuer,
         "service": service,
         "version": service.versions.get(),
         "app": app,
@@ -81,29 +86,44 @@ ENDPOINTS: list[tuple[str, str, dict[str, object] | None, frozenset[str]]] = [
     ("POST", "/admin/routing/services/orders/versions", {"version": "v3", "url": "http://127.0.0.1:9"}, E),
     ("GET", "/admin/routing/services/orders/versions/v2", None, V | E),
     ("PATCH", "/admin/routing/services/orders/versions/v2", {"weight": 5}, E),
+    ("PUT", "/admin/routing/services/orders/versions/v2", {"version": "v2", "url": "http://127.0.0.1:8"}, E),
     ("DELETE", "/admin/routing/services/orders/versions/v2", None, E),
     ("GET", "/admin/access/applications", None, V | E | K),
     ("POST", "/admin/access/applications", {"name": "other"}, E),
     ("GET", "/admin/access/applications/{app}", None, V | E | K),
     ("PATCH", "/admin/access/applications/{app}", {"description": "x"}, E),
+    ("PUT", "/admin/access/applications/{app}", {"name": "shop", "description": "y"}, E),
     ("DELETE", "/admin/access/applications/{app}", None, E),
     ("GET", "/admin/access/applications/{app}/whitelist", None, V | E),
     ("POST", "/admin/access/applications/{app}/whitelist", {"endpoint_path": "/api/v1/x"}, E),
     ("GET", "/admin/access/applications/{app}/whitelist/{entry}", None, V | E),
     ("PATCH", "/admin/access/applications/{app}/whitelist/{entry}", {"rate_limit": 5}, E),
+    ("PUT", "/admin/access/applications/{app}/whitelist/{entry}", {"endpoint_path": "/api/v1/orders/*"}, E),
     ("DELETE", "/admin/access/applications/{app}/whitelist/{entry}", None, E),
     ("GET", "/admin/access/applications/{app}/api-keys", None, V | E | K),
     ("POST", "/admin/access/applications/{app}/api-keys", {"name": "new"}, K),
     ("DELETE", "/admin/access/applications/{app}/api-keys/{key}", None, K),
     ("GET", "/admin/access/applications/{app}/token-issuers", None, V | E),
     ("POST", "/admin/access/applications/{app}/token-issuers", {"issuer": "https://id.example.com"}, E),
+    ("GET", "/admin/access/applications/{app}/token-issuers/{issuer}", None, V | E),
+    ("PATCH", "/admin/access/applications/{app}/token-issuers/{issuer}", {"audiences": ["shop"]}, E),
+    (
+        "PUT",
+        "/admin/access/applications/{app}/token-issuers/{issuer}",
+        {"issuer": "https://id.shop.example", "jwks_url": "https://id.shop.example/keys"},
+        E,
+    ),
+    ("DELETE", "/admin/access/applications/{app}/token-issuers/{issuer}", None, E),
     ("GET", "/admin/cache", None, V | E),
     ("POST", "/admin/cache/refresh", None, E),
+    ("GET", "/admin/queues", None, V | E),
     ("GET", "/admin/config/export", None, V | E),
     ("POST", "/admin/config/import?dry_run=1", {"services": [], "applications": []}, E),
+    ("POST", "/admin/config/import", {"services": [], "applications": []}, E),
     ("GET", "/admin/config/revisions", None, V | E),
     ("GET", "/admin/config/revisions/{revision}", None, V | E),
     ("POST", "/admin/config/revisions/{revision}/rollback?dry_run=1", None, E),
+    ("POST", "/admin/config/revisions/{revision}/rollback", None, E),
     ("GET", "/admin/schema", None, V | E | K | {"staff-no-role"}),
 ]
 
@@ -126,7 +146,7 @@ def test_each_role_on_each_endpoint(world: dict[str, Any], role: str) -> None:
     client = client_for(user_for(role))
     wrong = []
     for method, template, body, allowed in ENDPOINTS:
-        ids = {"app": world["app"].pk, "entry": world["entry"].pk, "key": world["key"].pk}
+        ids = {"app": world["app"].pk, "entry": world["entry"].pk, "key": world["key"].pk, "issuer": world["issuer"].pk}
         path = template.format(**ids, revision=world["revision"])
         response = rolled_back(
             lambda: client.generic(method, path, data=_json(body), content_type="application/json")  # noqa: B023
@@ -165,6 +185,7 @@ PAGES: list[tuple[str, str | None, frozenset[str]]] = [
     ("admin:access_apikey_change", "key", V | E | K),
     ("admin:access_apikey_revoke", "key", K),
     ("admin:queues_taskstatus_changelist", None, V | E),
+    ("admin:queues_analyticsevent_changelist", None, V | E),
     ("admin:admin_panel_revision_changelist", None, V | E),
     ("admin:admin_panel_revision_change", "revision", V | E),
     ("admin:admin_panel_revision_rollback", "revision", E),
