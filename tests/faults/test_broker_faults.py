@@ -58,7 +58,7 @@ def test_gateway_answers_503_within_5s_when_the_broker_fails(gateway_server, rel
     print(f"\n[{broker.kind} {fault}] 503 after at most {max(e for _, e in during):.2f}s")
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 def test_worker_loses_nothing_when_its_broker_goes_down(broker: Broker, worker, relay) -> None:
     network_broker(broker)
     link = relay(broker.url)

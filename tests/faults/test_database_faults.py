@@ -167,7 +167,9 @@ def test_parallel_admin_calls_stay_within_the_pool_and_a_refusing_database_is_50
     refused = [requests.get(gw.url + "/admin/routing/services", headers=headers, timeout=15) for _ in range(4)]
 
     assert statuses == [200] * 50
-    assert peak <= 2 * WORKERS + WORKERS, peak  # the pool, plus a LISTEN connection per gateway worker
+    # The pool of 2 per worker; a gateway worker may add its watcher's LISTEN connection.
+    limit = 2 * WORKERS + (WORKERS if app.startswith("gateway_project") else 0)
+    assert peak <= limit, (peak, limit)
     assert {r.status_code for r in refused} == {503}, [r.text for r in refused]
     assert all(r.json()["error"]["code"] == "database_unavailable" for r in refused)
     print(f"\n50 parallel admin calls ({app}): peak {peak} database connections")
