@@ -123,7 +123,7 @@ def finalize(ctx: RequestContext, response: HttpResponse) -> HttpResponse:
         metrics.observe_request,
         access_log.log_access,
     )
-    if tracing.ENABLED and (span := tracing.current_span()) is not None and span.recording:
+    if spans.recording():
         observers += (spans.request_end,)  # an unsampled trace's server span has nothing to end
     for observer in observers:
         try:

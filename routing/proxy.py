@@ -29,7 +29,7 @@ from typing import Final
 
 from django.http import HttpResponse
 
-from gateway_core import server, tracing
+from gateway_core import server
 from gateway_core.conf import GatewayConfig, gateway_config
 from gateway_core.context import RequestContext
 from gateway_core.errors import ErrorCode, GatewayError
@@ -83,11 +83,7 @@ def forward(ctx: RequestContext) -> HttpResponse:
         server.continue_if_expected(meta)  # the request passed every check: now the client may send its body
     fallback = route.fallback_url if route.fallback_url and not route.fallback_url.startswith("queue://") else None
     circuits = breaker()
-    # A client span per attempt only in a sampled trace (an unsampled one records none):
-    # otherwise the attempt is called as it is, without the span wrapper's frame.
-    send = _send
-    if tracing.ENABLED and (server_span := tracing.current_span()) is not None and server_span.sampled:
-        send = _traced_send
+    send = _traced_send if spans.recording() else _send  # a client span per attempt in a sampled trace
 
     if circuits.allow(version.url):
         try:
