@@ -6,9 +6,9 @@ group, rate, window and value (``counter_name``), kept ``EXPIRATION_FUDGE`` seco
 their window. The strategies sit behind
 one interface, as Kong's local / redis policies do:
 
-- ``RedisCounter``: with ``REDIS_URL`` set, the Redis behind the Django cache; one
-  atomic ``INCR`` round trip counts exactly across every worker and node (``EXPIRE``
-  follows a window's first hit).
+- ``RedisCounter``: with ``REDIS_URL`` set, the Redis behind the Django cache; an
+  atomic ``INCR`` per hit counts exactly across every worker and node (``EXPIRE``
+  follows a window's first hit); the hits of concurrent requests share one round trip.
 - ``NodeCounter``: without ``REDIS_URL``, a SQLite file shared by every worker of the
   machine (``GATEWAY_RATELIMIT_DB``), so a limit of N lets N requests through per
   window across the node's workers, not N per worker (SPEC §4.6).
@@ -105,80 +105,150 @@ class CacheCounter:
 
 
 class RedisCounter:
-    """Count in the Redis behind a Django ``RedisCache``: one INCR round trip per hit.
+    """Count in the Redis behind a Django ``RedisCache``: INCRs of concurrent requests share one round trip.
 
     INCR is atomic on the server, so counts are exact across every process and node.
+    A process keeps one batch on the wire at a time: a call that arrives while one is
+    out waits for it to come back, then the first of the waiting calls sends every INCR
+    queued meanwhile as one pipeline on one write, and each call gets its own reply.
+    Under load one send and one wait for the answer serve several requests (a round
+    trip costs the process more CPU than Redis takes to count); a call alone is sent at
+    once, as before. A batch that fails fails the calls queued behind it as well, so
+    they fall back at once (``RateLimiter``) instead of each waiting for another
+    timeout.
+
     Connections use the cache's own settings (URL, database, password, timeouts) and
-    its key prefix, but are kept here in a plain stack rather than checked out of
-    redis-py's pool for every command: a checkout there probes the socket and records
-    metrics, which costs more CPU than the round trip itself. Each call pops a
-    connection and pushes it back once its reply has been read, so two greenlets (or
-    threads) never share one; a connection that failed is closed, never kept.
+    its key prefix, but one is kept here rather than checked out of redis-py's pool for
+    every command: a checkout there probes the socket and records metrics, which costs
+    more CPU than the round trip itself. A connection that failed is closed, never kept.
 
-    An INCR is sent again, once and on a new connection, only when a kept connection
-    fails with a connection error: that is a server that closed it while it sat idle
-    (a restart, an idle timeout) before reading the command. It is never resent after
-    a timeout, when Redis may have counted it, nor when a new connection fails.
-
-    Options (defaults in brackets): ``max_idle`` [32] connections kept open between
-    calls; more are opened while more calls are in flight, and closed afterwards.
+    A batch is sent again, once and on a new connection, only when the kept connection
+    fails with a connection error before any reply was read: that is a server that
+    closed it while it sat idle (a restart, an idle timeout). It is never resent after a
+    timeout or a partial answer, when Redis may have counted it, nor when a new
+    connection fails.
     """
 
-    def __init__(self, cache: RedisCache, *, max_idle: int = 32) -> None:
+    def __init__(self, cache: RedisCache) -> None:
         pool = cache._cache.get_client(None, write=True).connection_pool  # RedisCacheClient, the write server
         self._new_connection: Callable[[], Connection] = functools.partial(
             pool.connection_class, **pool.connection_kwargs
         )
         self._make_key = cache.make_key
-        self.max_idle = max_idle
-        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._queue: list[_Call] = []  # calls waiting for the next batch, oldest first
+        self._sending = False  # a batch is on the wire, or about to be
+        self._kept: Connection | None = None
         self._pid = os.getpid()
-        self._commands: dict[str, list[bytes]] = {}  # counter name -> packed INCR of its Redis key
+        self._commands: dict[tuple[str, int], list[bytes]] = {}  # (counter name, ttl) -> its packed INCR
 
     def incr(self, cache_key: str, ttl_s: int) -> int:
+        call = _Call(cache_key, ttl_s)
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child must not talk on its parent's socket
+                self._queue, self._sending, self._kept, self._pid = [], False, None, os.getpid()
+            self._queue.append(call)
+            if self._sending:
+                call.done = threading.Event()
+            else:
+                self._sending = True
+        if call.done is not None:
+            call.done.wait()  # woken with its count, an error, or to send the next batch
+        if call.count is None and call.error is None:
+            self._send_queued()
+        if call.error is not None:
+            raise call.error
+        return call.count  # type: ignore[return-value]  # set when error is not
+
+    def _send_queued(self) -> None:
+        """Send every queued call as one batch; then wake them and hand the wire to the next call."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        failure: BaseException | None = None
+        try:
+            for call, count in zip(batch, self._round_trip(batch), strict=True):
+                call.count = count
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            with self._lock:
+                if failure is not None:
+                    batch += self._queue  # never sent: they fall back now rather than time out again
+                    self._queue = []
+                    error = failure if isinstance(failure, Exception) else RedisConnectionError("count interrupted")
+                    for call in batch:
+                        call.error = error
+                following = self._queue[0] if self._queue else None
+                self._sending = following is not None
+            for call in batch:
+                if call.done is not None:
+                    call.done.set()
+            if following is not None and following.done is not None:
+                following.done.set()  # it sends the calls queued meanwhile
+
+    def _round_trip(self, batch: list[_Call]) -> list[int]:
         connection, kept = self._checkout()
+        counts: list[int] = []
         try:
             try:
-                count = self._send_incr(connection, cache_key)
+                self._send_incrs(connection, batch, counts)
             except RedisConnectionError:
-                if not kept:
+                if not kept or counts:
                     raise
                 connection.disconnect()
                 connection = self._new_connection()
-                count = self._send_incr(connection, cache_key)
-            if count == 1:
-                # The window is part of the key, so the TTL only frees memory: set it
-                # with the window's first hit.
-                connection.send_command("EXPIRE", self._make_key(cache_key), ttl_s, check_health=False)
-                connection.read_response()
+                self._send_incrs(connection, batch, counts)
+            # The window is part of the key, so the TTL only frees memory: set it with
+            # the window's first hit.
+            firsts = [call for call, count in zip(batch, counts, strict=True) if count == 1]
+            if firsts:
+                packed = [connection.pack_command("EXPIRE", self._make_key(c.cache_key), c.ttl_s) for c in firsts]
+                connection.send_packed_command([part for command in packed for part in command], check_health=False)
+                for _ in firsts:
+                    connection.read_response()
         except BaseException:
-            # The reply may still be on its way: the connection cannot serve another call.
+            # A reply may still be on its way: the connection cannot serve another batch.
             connection.disconnect()
             raise
-        if len(self._idle) < self.max_idle:
-            self._idle.append(connection)
-        else:
-            connection.disconnect()
-        return count
+        self._kept = connection
+        return counts
 
     def _checkout(self) -> tuple[Connection, bool]:
-        """Return a connection and whether it was kept from an earlier call."""
-        if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
-            self._idle, self._pid = [], os.getpid()
-        try:
-            return self._idle.pop(), True
-        except IndexError:
-            return self._new_connection(), False  # connects on its first command
+        """Return the connection to send on and whether it was kept from an earlier batch."""
+        connection, self._kept = self._kept, None
+        if connection is not None:
+            return connection, True
+        return self._new_connection(), False  # connects on its first command
 
-    def _send_incr(self, connection: Connection, cache_key: str) -> int:
-        command = self._commands.get(cache_key)
-        if command is None:
-            if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
-                self._commands.clear()
-            # counter_name's names are hex digests: nothing for make_and_validate_key to reject.
-            command = self._commands[cache_key] = connection.pack_command("INCR", self._make_key(cache_key))
-        connection.send_packed_command(command, check_health=False)
-        return int(connection.read_response())
+    def _send_incrs(self, connection: Connection, batch: list[_Call], counts: list[int]) -> None:
+        """Send the batch's INCRs in one write and append each reply to ``counts`` as it is read."""
+        parts: list[bytes] = []
+        for call in batch:
+            command = self._commands.get((call.cache_key, call.ttl_s))
+            if command is None:
+                if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
+                    self._commands.clear()
+                # counter_name's names are hex digests: nothing for make_and_validate_key to reject.
+                command = connection.pack_command("INCR", self._make_key(call.cache_key))
+                self._commands[call.cache_key, call.ttl_s] = command
+            parts += command
+        connection.send_packed_command(parts, check_health=False)
+        for _ in batch:
+            counts.append(int(connection.read_response()))  # noqa: PERF401 - one by one: a reply read counts even if a later one fails
+
+
+class _Call:
+    """One ``RedisCounter.incr``: its counter, then its count or error; ``done`` while it waits."""
+
+    __slots__ = ("cache_key", "count", "done", "error", "ttl_s")
+
+    def __init__(self, cache_key: str, ttl_s: int) -> None:
+        self.cache_key = cache_key
+        self.ttl_s = ttl_s
+        self.count: int | None = None
+        self.error: BaseException | None = None
+        self.done: threading.Event | None = None
 
 
 class LocalCounter:
