@@ -496,25 +496,30 @@ def test_redis_counter_is_exact_under_concurrency() -> None:
 # --- Without Redis: one count for every worker of the node --------------------------------------
 
 
-def _hit_many(path: str, key: str, times: int, out: object) -> None:
-    counter = NodeCounter(path)
-    out.put([counter.incr(key, 60) for _ in range(times)])  # type: ignore[attr-defined]  # a multiprocessing queue
+NODE_COUNTER_SCRIPT = """
+import sys
+from django.conf import settings
+settings.configure()
+from access.ratelimit import NodeCounter
+counter = NodeCounter(sys.argv[1])
+print(" ".join(str(counter.incr("entry:app:1", 60)) for _ in range(50)))
+"""
 
 
 def test_node_counter_is_exact_across_processes(tmp_path: Path) -> None:
-    """Four processes counting one key together see every number 1..200 exactly once."""
-    import multiprocessing
+    """Four processes counting one key together see every number 1..200 exactly once.
 
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
+    Separate interpreters, not forks of this one: a fork of a process that runs threads
+    (earlier live-server tests) can inherit a lock held by one of them.
+    """
     path = str(tmp_path / "ratelimit.sqlite3")
-    processes = [ctx.Process(target=_hit_many, args=(path, "entry:app:1", 50, out)) for _ in range(4)]
-    for process in processes:
-        process.start()
-    counts = sorted(n for _ in processes for n in out.get(timeout=30))
-    for process in processes:
-        process.join(10)
-    assert counts == list(range(1, 201))
+    processes = [
+        subprocess.Popen([sys.executable, "-c", NODE_COUNTER_SCRIPT, path], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4
+    assert sorted(int(n) for out in outputs for n in out.split()) == list(range(1, 201))
 
 
 def test_node_counter_starts_an_expired_counter_again(tmp_path: Path) -> None:
