@@ -24,7 +24,7 @@ REDIS_TIMEOUT_S = 0.25  # GATEWAY_REDIS_TIMEOUT_MS' default
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("fault", ["down", "blackhole"])
+@pytest.mark.parametrize("fault", ["down", "blackhole", "orphan"])
 def test_rate_limited_traffic_through_a_redis_fault(
     gateway_server, relay, echo_upstream: EchoUpstream, fault: str
 ) -> None:
@@ -32,9 +32,10 @@ def test_rate_limited_traffic_through_a_redis_fault(
     make_service("echo", echo_upstream.url, route_prefix="/api/v1/echo")
     make_public_app("/api/v1/*", rate_limit=1_000_000)
     redis = relay(os.environ["REDIS_URL"])
+    prefix = f"gw-f-{time.time_ns()}"
     gw = gateway_server(
         workers=WORKERS,
-        env={"REDIS_URL": through(os.environ["REDIS_URL"], redis), "GATEWAY_CACHE_PREFIX": f"gw-f-{time.time_ns()}"},
+        env={"REDIS_URL": through(os.environ["REDIS_URL"], redis), "GATEWAY_CACHE_PREFIX": prefix},
     )
     url = gw.url + "/api/v1/echo/x"
     for _ in range(10):  # both workers connected to Redis before the clock starts
@@ -62,6 +63,8 @@ def test_rate_limited_traffic_through_a_redis_fault(
         thread.start()
     time.sleep(FAULT_AT_S)
     redis.set_mode(fault)
+    time.sleep(1.0)
+    counted_during_fault = redis_count(prefix)
     for thread in clients:
         thread.join(DURATION_S + 10)
 
@@ -76,5 +79,19 @@ def test_rate_limited_traffic_through_a_redis_fault(
     assert statuses == {200}, "fail open: every request served"
     assert len(latencies) >= 0.9 * RATE_PER_S * DURATION_S
     assert within_300 >= 0.95
-    if fault == "blackhole":
+    if fault != "down":
         assert "Rate-limit cache unavailable" in gw.log()
+    if fault == "orphan":
+        # New connections work: after the 5 s retry interval each worker counts in Redis again.
+        assert redis_count(prefix) > counted_during_fault
+
+
+def redis_count(prefix: str) -> int:
+    """Return the sum of the rate-limit counters the gateway under test keeps in Redis."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        return sum(int(client.get(key) or 0) for key in client.scan_iter(match=f"{prefix}:*rl:*"))
+    finally:
+        client.close()
