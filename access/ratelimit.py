@@ -140,7 +140,7 @@ class RedisCounter:
         self._sending = False  # a batch is on the wire, or about to be
         self._kept: Connection | None = None
         self._pid = os.getpid()
-        self._commands: dict[tuple[str, int], list[bytes]] = {}  # (counter name, ttl) -> its packed INCR
+        self._commands: dict[str, bytes] = {}  # counter name -> its packed INCR
 
     def incr(self, cache_key: str, ttl_s: int) -> int:
         call = _Call(cache_key, ttl_s)
@@ -203,8 +203,11 @@ class RedisCounter:
             # the window's first hit.
             firsts = [call for call, count in zip(batch, counts, strict=True) if count == 1]
             if firsts:
-                packed = [connection.pack_command("EXPIRE", self._make_key(c.cache_key), c.ttl_s) for c in firsts]
-                connection.send_packed_command([part for command in packed for part in command], check_health=False)
+                expires = b"".join(
+                    b"".join(connection.pack_command("EXPIRE", self._make_key(call.cache_key), call.ttl_s))
+                    for call in firsts
+                )
+                connection.send_packed_command([expires], check_health=False)
                 for _ in firsts:
                     connection.read_response()
         except BaseException:
@@ -223,17 +226,18 @@ class RedisCounter:
 
     def _send_incrs(self, connection: Connection, batch: list[_Call], counts: list[int]) -> None:
         """Send the batch's INCRs in one write and append each reply to ``counts`` as it is read."""
-        parts: list[bytes] = []
+        commands: list[bytes] = []
         for call in batch:
-            command = self._commands.get((call.cache_key, call.ttl_s))
+            command = self._commands.get(call.cache_key)
             if command is None:
                 if len(self._commands) > 10_000:  # old windows' names: bounded, rebuilt on demand
                     self._commands.clear()
                 # counter_name's names are hex digests: nothing for make_and_validate_key to reject.
-                command = connection.pack_command("INCR", self._make_key(call.cache_key))
-                self._commands[call.cache_key, call.ttl_s] = command
-            parts += command
-        connection.send_packed_command(parts, check_health=False)
+                command = b"".join(connection.pack_command("INCR", self._make_key(call.cache_key)))
+                self._commands[call.cache_key] = command
+            commands.append(command)
+        # One buffer: redis-py writes each item of a list with a sendall of its own.
+        connection.send_packed_command([b"".join(commands)], check_health=False)
         for _ in batch:
             counts.append(int(connection.read_response()))  # noqa: PERF401 - one by one: a reply read counts even if a later one fails
 

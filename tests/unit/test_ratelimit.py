@@ -264,13 +264,15 @@ class FakeConnection:
     def __init__(self, replies: list[object]) -> None:
         self.replies = replies
         self.sent: list[str] = []
+        self.writes = 0
         self.closed = False
 
     def pack_command(self, *args: object) -> list[bytes]:
-        return [" ".join(map(str, args)).encode()]
+        return [" ".join(map(str, args)).encode() + b"\n"]
 
     def send_packed_command(self, command: list[bytes], check_health: bool = True) -> None:
-        self.sent += [part.decode().split()[0] for part in command]
+        self.writes += 1
+        self.sent += [line.split()[0] for part in command for line in part.decode().splitlines()]
 
     def send_command(self, *args: object, check_health: bool = True) -> None:
         self.sent.append(str(args[0]))
@@ -371,7 +373,7 @@ def test_calls_arriving_during_a_round_trip_share_the_next_one() -> None:
     connection = StalledConnection([5, 6, 7, 8])
     counter = fake_counter(connection)
     assert sorted(queue_behind(counter, connection, 3)) == [5, 6, 7, 8]  # type: ignore[type-var]
-    assert connection.sent == ["INCR"] * 4
+    assert connection.sent == ["INCR"] * 4 and connection.writes == 2  # the first call's, then the three queued
     assert counter._kept is connection and not counter._queue and not counter._sending
 
 
