@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -22,8 +23,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 django_application = get_wsgi_application()
 
 from django.core.handlers.wsgi import WSGIRequest  # noqa: E402 - after Django is set up
-from django.db import connections  # noqa: E402
-from django.db.utils import ConnectionHandler  # noqa: E402
+from django.db.backends.base.base import BaseDatabaseWrapper  # noqa: E402
+from django.db.backends.signals import connection_created  # noqa: E402
+from django.dispatch import receiver  # noqa: E402
 from django.http.response import HttpResponseBase  # noqa: E402
 
 from gateway_core import tracing  # noqa: E402
@@ -47,7 +49,7 @@ def gateway_application(environ: dict[str, Any], start_response: StartResponse) 
     try:
         response = pipeline.handle(request)
     finally:
-        _release_database(connections)
+        _release_database()
     if (
         not response.streaming
         and "Content-Length" not in response
@@ -92,17 +94,38 @@ class ResponseBody:
         response.closed = True
 
 
-def _release_database(handler: ConnectionHandler) -> None:
-    """Give back the database connection a request opened (a queue route writes its task record).
+_opened = threading.local()  # per greenlet under gevent: the database connections it opened
+
+
+@receiver(connection_created)
+def _note_connection(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+    opened: list[BaseDatabaseWrapper] | None = getattr(_opened, "connections", None)
+    if opened is None:
+        opened = _opened.connections = []
+    opened.append(connection)
+
+
+def _release_database() -> None:
+    """Give back the database connections this request opened (a queue route writes its task record).
 
     The fast path skips Django's ``request_finished``, which would do this; without it
     each client connection's greenlet kept its own database connection (SPEC §6:
-    connections are bounded by workers, not clients). A proxied request opens none,
-    so this costs it one look at the thread-local connections.
+    connections are bounded by workers, not clients). Django's ``connection_created``
+    signal notes each connection the greenlet (or thread) opens, so a proxied request,
+    which opens none, costs one attribute read rather than a walk of the connections.
     """
-    for conn in handler.all(initialized_only=True):
-        if conn.connection is not None and not conn.in_atomic_block:
+    opened: list[BaseDatabaseWrapper] | None = getattr(_opened, "connections", None)
+    if not opened:
+        return
+    kept = []
+    for conn in opened:
+        if conn.connection is None:
+            continue  # closed already
+        if conn.in_atomic_block:
+            kept.append(conn)  # still in use: given back by a later request of this greenlet
+        else:
             conn.close()  # with the pool: back to it
+    _opened.connections = kept
 
 
 _watcher_pid = 0
