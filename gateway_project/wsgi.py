@@ -102,7 +102,8 @@ def _note_connection(sender: object, connection: BaseDatabaseWrapper, **kwargs: 
     opened: list[BaseDatabaseWrapper] | None = getattr(_opened, "connections", None)
     if opened is None:
         opened = _opened.connections = []
-    opened.append(connection)
+    if connection not in opened:  # one wrapper per alias and thread, opened again and again
+        opened.append(connection)
 
 
 def _release_database() -> None:
