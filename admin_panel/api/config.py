@@ -25,7 +25,9 @@ from admin_panel.serializers import (
 from gateway_core.request_id import request_id_for
 
 TAGS = ["config"]
-DRY_RUN_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+# An empty ``?dry_run=`` is refused like any other unknown value: on an import or a rollback
+# "apply" must be asked for (or the parameter left out), never guessed.
+DRY_RUN_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 DRY_RUN = OpenApiParameter(
     "dry_run", OpenApiTypes.BOOL, OpenApiParameter.QUERY, description="1: only show the diff, change nothing."
 )
@@ -71,9 +73,12 @@ class ConfigImportView(AdminAPIView):
 
 def dry_run_requested(request: Request) -> bool:
     """Return the ``dry_run`` query parameter as a bool; raise a 400 for another value."""
-    dry_run = DRY_RUN_VALUES.get(request.query_params.get("dry_run", "").lower())
+    value = request.query_params.get("dry_run")
+    if value is None:
+        return False
+    dry_run = DRY_RUN_VALUES.get(value.lower())
     if dry_run is None:
-        raise ValidationError({"dry_run": ["Use 1 or true for a dry run, 0 or false (or nothing) to apply."]})
+        raise ValidationError({"dry_run": ["Use 1 or true for a dry run, 0 or false (or leave it out) to apply."]})
     return dry_run
 
 

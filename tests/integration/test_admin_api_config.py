@@ -101,6 +101,18 @@ def test_importing_the_export_is_a_no_op(api, config) -> None:
     assert LogEntry.objects.count() == logged
 
 
+@pytest.mark.parametrize("value", ["", "maybe", "2"])
+def test_an_unclear_dry_run_is_refused_and_changes_nothing(api, config, value: str) -> None:
+    """``?dry_run=`` (empty) is not "apply": an import or rollback is applied only when asked plainly."""
+    document = api.get(EXPORT).json()
+    document["services"] = []
+    before = snapshot_rows()
+    response = api.post(f"{IMPORT}?dry_run={value}", document, format="json")
+    assert response.status_code == 400, response.content
+    assert "dry_run" in response.json()["error"]["fields"]
+    assert snapshot_rows() == before
+
+
 def test_dry_run_shows_the_diff_and_changes_nothing(api, config) -> None:
     document = api.get(EXPORT).json()
     billing = next(s for s in document["services"] if s["service_name"] == "billing")
